@@ -1,0 +1,34 @@
+"""kerasft: fine-tune keras.applications ResNets and see what fine-tuning does.
+
+Importing kerasft does not import Keras or any framework; the public names
+below load on first use, so ``KERAS_BACKEND`` (or ``kerasft --backend``)
+still decides the backend.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "RunConfig": "kerasft.config",
+    "load_config": "kerasft.config",
+    "config_from_dict": "kerasft.config",
+    "KerasftError": "kerasft.errors",
+    "Batches": "kerasft.data",
+    "load_splits": "kerasft.data",
+    "splits_from_arrays": "kerasft.data",
+    "build_model": "kerasft.model",
+    "train": "kerasft.train",
+    "EpochCheckpoint": "kerasft.train",
+    "MetricsLogger": "kerasft.train",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'kerasft' has no attribute {name!r}")

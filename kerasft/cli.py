@@ -1,0 +1,228 @@
+"""The `kerasft` command line.
+
+User mistakes print ``Error: ...`` on stderr and exit 2 (1 for failures at
+run time), without a traceback. Keras and the backend are imported only
+after the arguments are parsed, so ``--backend`` can still choose one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import sysconfig
+from pathlib import Path
+
+from kerasft import __version__
+from kerasft.errors import ConfigError, KerasftError
+
+DEFAULT_CONFIG = "cifar10_resnet50"
+BACKENDS = ("tensorflow", "torch", "jax")
+
+# Flags that are shorthands for config keys.
+_FLAG_KEYS = {
+    "epochs": "train.epochs",
+    "steps_per_epoch": "train.steps_per_epoch",
+    "batch_size": "data.batch_size",
+    "image_size": "data.image_size",
+    "max_train_images": "data.max_train_images",
+    "max_test_images": "data.max_test_images",
+    "arch": "model.arch",
+    "weights": "model.weights",
+    "plan": "plan.kind",
+    "lr": "optimizer.learning_rate",
+    "optimizer": "optimizer.name",
+    "seed": "seed",
+    "name": "name",
+}
+
+
+def config_dirs() -> list[Path]:
+    """Where config names are looked up: ./configs, then the installed set."""
+    dirs = [Path.cwd() / "configs"]
+    data = Path(sysconfig.get_paths()["data"]) / "share" / "kerasft" / "configs"
+    dirs.append(data)
+    dirs.append(Path(__file__).resolve().parent.parent / "configs")
+    return dirs
+
+
+def resolve_config(name: str) -> Path:
+    """A config path, or a shipped config's name (``quickstart``)."""
+    path = Path(os.path.expanduser(name))
+    if path.is_file():
+        return path
+    stem = path.name[:-5] if path.name.endswith(".yaml") else path.name
+    if path.parent == Path(".") or path.parent.name == "configs":
+        for d in config_dirs():
+            candidate = d / f"{stem}.yaml"
+            if candidate.is_file():
+                return candidate
+    shipped = sorted(
+        {p.stem for d in config_dirs() if d.is_dir() for p in d.glob("*.yaml")}
+    )
+    raise ConfigError(
+        f"--config: expected a YAML file or a shipped config name "
+        f"({', '.join(shipped) or 'none found'}). Received: {name!r}"
+    )
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kerasft",
+        description=(
+            "Fine-tune keras.applications ResNets on a new image data set "
+            "and record what fine-tuning does, on the torch, tensorflow "
+            "and jax backends."
+        ),
+        epilog="The backend comes from KERAS_BACKEND unless --backend is given.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"kerasft {__version__}"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    t = sub.add_parser(
+        "train",
+        help="fine-tune a model and write a run directory",
+        description=(
+            "Fine-tune a keras.applications ResNet as a config file says "
+            "and write runs/<date-time>-<name>-<backend>/ with the resolved "
+            "config, environment, per-epoch metrics, checkpoints, the final "
+            "model and test metrics."
+        ),
+    )
+    t.add_argument(
+        "--config",
+        "-c",
+        default=DEFAULT_CONFIG,
+        help=(
+            "YAML config file, or the name of a shipped config (quickstart, "
+            "linear_probe, full_finetune, cifar10_resnet50). "
+            f"Default: {DEFAULT_CONFIG}"
+        ),
+    )
+    t.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any config key, e.g. --set train.epochs=3 (repeatable)",
+    )
+    t.add_argument("--out", default="runs", help="parent folder of run dirs (default: runs)")
+    t.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        help="Keras backend to use (default: KERAS_BACKEND, else tensorflow)",
+    )
+    g = t.add_argument_group("shorthands for config keys")
+    g.add_argument("--epochs", type=int, help="train.epochs")
+    g.add_argument("--steps-per-epoch", type=int, help="train.steps_per_epoch")
+    g.add_argument("--batch-size", type=int, help="data.batch_size")
+    g.add_argument("--image-size", type=int, help="data.image_size")
+    g.add_argument("--max-train-images", type=int, help="data.max_train_images")
+    g.add_argument("--max-test-images", type=int, help="data.max_test_images")
+    g.add_argument("--arch", help="model.arch, e.g. resnet50 or resnet50v2")
+    g.add_argument(
+        "--weights", help="model.weights: imagenet, none or a weights file"
+    )
+    g.add_argument("--plan", help="plan.kind: head, full or phased")
+    g.add_argument("--lr", type=float, help="optimizer.learning_rate")
+    g.add_argument("--optimizer", help="optimizer.name: sgd, adam or adamw")
+    g.add_argument("--seed", type=int, help="seed")
+    g.add_argument("--name", help="run name (part of the run directory name)")
+    return parser
+
+
+def _choose_backend(requested: str | None) -> None:
+    if not requested:
+        return
+    if "keras" in sys.modules:
+        import keras
+
+        if keras.backend.backend() != requested:
+            raise ConfigError(
+                f"--backend {requested}: Keras is already loaded with the "
+                f"{keras.backend.backend()} backend in this process. Set "
+                f"KERAS_BACKEND={requested} before starting Python instead."
+            )
+    os.environ["KERAS_BACKEND"] = requested
+
+
+def _check_backend_installed() -> None:
+    import importlib.util
+
+    wanted = os.environ.get("KERAS_BACKEND", "tensorflow")
+    if wanted not in BACKENDS:
+        raise ConfigError(
+            f"KERAS_BACKEND: expected one of {', '.join(BACKENDS)}. "
+            f"Received: {wanted!r}"
+        )
+    if importlib.util.find_spec(wanted) is None:
+        extra = {"tensorflow": "tensorflow"}.get(wanted, wanted)
+        raise ConfigError(
+            f"the {wanted} backend is selected (KERAS_BACKEND={wanted}) but "
+            f"{wanted} is not installed. Install it "
+            f"(pip install 'kerasft[{extra}]') or choose another with "
+            "--backend or KERAS_BACKEND."
+        )
+
+
+def _train(args: argparse.Namespace) -> int:
+    from kerasft.config import load_config
+
+    path = resolve_config(args.config)
+    overrides = list(args.overrides)
+    for flag, key in _FLAG_KEYS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    cfg = load_config(path, overrides)
+    _choose_backend(args.backend)
+    _check_backend_installed()
+
+    from kerasft.train import train
+
+    result = train(cfg, out=args.out)
+    acc = result.test.get("accuracy")
+    print(
+        f"kerasft: test accuracy {acc:.4f}, test loss "
+        f"{result.test.get('loss', float('nan')):.4f} "
+        f"(chance {1 / _num_classes(result):.4f}); "
+        f"train accuracy in inference mode "
+        f"{result.train_eval.get('accuracy', float('nan')):.4f}; "
+        f"{result.seconds:.0f} s"
+    )
+    for w in result.warnings:
+        print(f"kerasft: warning: {w}")
+    print(f"kerasft: run directory {result.run_dir}")
+    return 0
+
+
+def _num_classes(result) -> int:
+    from kerasft.rundir import read_json
+
+    return len(read_json(result.run_dir / "data.json")["class_names"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the CLI; returns the exit code."""
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        if args.command == "train":
+            return _train(args)
+    except KerasftError as e:
+        print(f"Error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("Error: interrupted.", file=sys.stderr)
+        return 130
+    return 2  # pragma: no cover
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

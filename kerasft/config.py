@@ -1,0 +1,477 @@
+"""Typed run configuration: YAML + overrides -> validated dataclasses.
+
+A config is loaded once, validated once, and then passed around as plain
+frozen-free dataclasses. Every key can be overridden from the command line as
+``--set section.key=value`` (the value is parsed as YAML, so ``3``, ``0.1``,
+``null`` and ``[1, 2]`` mean what they look like). Every error names the file,
+the key and the value received, and is a `ConfigError` (exit code 2).
+
+Example:
+
+```python
+cfg = load_config("configs/quickstart.yaml", ["train.epochs=1"])
+cfg.train.epochs  # 1
+```
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kerasft.errors import ConfigError
+
+MODELS = (
+    "resnet50",
+    "resnet101",
+    "resnet152",
+    "resnet50v2",
+    "resnet101v2",
+    "resnet152v2",
+)
+# keras.applications refuses smaller inputs for these models.
+MIN_IMAGE_SIZE = 32
+DATA_SOURCES = ("tfds", "folder", "builtin", "numpy")
+BUILTIN_DATASETS = ("digits",)
+PLANS = ("head", "full", "phased")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "cosine")
+BN_MODES = ("inference", "train")
+
+
+def _choice(*choices: str) -> dict:
+    return {"choices": choices}
+
+
+@dataclass
+class DataConfig:
+    """Where images come from and how they are batched.
+
+    Args:
+        source: `tfds`, `folder`, `builtin` or `numpy`. Defaults to `"tfds"`.
+        name: the tensorflow-datasets name (`source: tfds`) or the built-in
+            set (`source: builtin`, only `digits`). Defaults to `"cifar10"`.
+        path: image folder, one sub-folder per class (`source: folder`).
+        data_dir: where tensorflow-datasets keeps prepared sets. Defaults to
+            tfds's own default (`~/tensorflow_datasets`).
+        image_size: square side in pixels the images are resized to.
+        batch_size: images per training step.
+        validation_fraction: share of the training split held out for
+            validation when the set has no validation split.
+        train_split, validation_split, test_split: split names.
+        max_train_images, max_test_images: cap the number of images used,
+            for smoke runs (`null` = all).
+        augment_flip: random horizontal flips, drawn from numpy by seed.
+        augment_crop_pad: pad-and-random-crop by this many pixels (0 = off).
+    """
+
+    source: str = field(default="tfds", metadata=_choice(*DATA_SOURCES))
+    name: str | None = "cifar10"
+    path: str | None = None
+    data_dir: str | None = None
+    image_size: int = 224
+    batch_size: int = 32
+    validation_fraction: float = 0.1
+    train_split: str = "train"
+    validation_split: str | None = None
+    test_split: str = "test"
+    max_train_images: int | None = None
+    max_test_images: int | None = None
+    augment_flip: bool = False
+    augment_crop_pad: int = 0
+
+
+@dataclass
+class ModelConfig:
+    """The backbone and its new head.
+
+    Args:
+        arch: a keras.applications ResNet: resnet50/101/152 or the v2 forms.
+        weights: `imagenet`, `none` (random init, seeded) or a path to a
+            weights file (`.weights.h5`, `.keras` or Keras's legacy `.h5`).
+        pooling: `avg` or `max` global pooling before the head.
+        dropout: dropout rate before the Dense head (0 = no dropout layer).
+        bn_momentum: overrides every BatchNorm layer's moving-average
+            momentum (Keras's default is 0.99). Useful when training from
+            random init for few steps: the moving statistics then lag far
+            behind the weights and inference-mode accuracy collapses.
+    """
+
+    arch: str = field(default="resnet50", metadata=_choice(*MODELS))
+    weights: str = "imagenet"
+    pooling: str = field(default="avg", metadata=_choice("avg", "max"))
+    dropout: float = 0.0
+    bn_momentum: float | None = None
+
+
+@dataclass
+class PlanConfig:
+    """Which layers train, and when.
+
+    Args:
+        kind: `head` (backbone frozen), `full` (everything trains) or
+            `phased` (head first, then the top stages at a lower rate).
+        head_epochs: epochs of the head-only phase of a `phased` plan.
+        unfreeze: for `phased`: how many ResNet stages to unfreeze from the
+            top (1-5: conv5 ... conv1), or `all`.
+        finetune_lr_factor: the unfrozen phase's learning rate is the base
+            rate times this factor.
+        batchnorm: `inference` keeps every BatchNorm layer frozen and in
+            inference mode (the safe choice for small data); `train` lets
+            BatchNorm layers of trainable stages update their statistics.
+    """
+
+    kind: str = field(default="phased", metadata=_choice(*PLANS))
+    head_epochs: int = 1
+    unfreeze: int | str = 2
+    finetune_lr_factor: float = 0.1
+    batchnorm: str = field(default="inference", metadata=_choice(*BN_MODES))
+
+
+@dataclass
+class OptimizerConfig:
+    """Optimizer and learning-rate schedule.
+
+    Args:
+        name: `sgd` (with momentum), `adam` or `adamw`.
+        learning_rate: base learning rate.
+        momentum: SGD momentum.
+        weight_decay: decoupled weight decay (0 = off).
+        schedule: `constant` or `cosine` (cosine decay over each phase).
+        clipnorm: clip each gradient to this global norm (`null` = off).
+    """
+
+    name: str = field(default="sgd", metadata=_choice(*OPTIMIZERS))
+    learning_rate: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: str = field(default="constant", metadata=_choice(*SCHEDULES))
+    clipnorm: float | None = None
+
+
+@dataclass
+class TrainConfig:
+    """How long to train and what to keep.
+
+    Args:
+        epochs: total epochs over all phases.
+        steps_per_epoch: cap on steps per epoch (`null` = one pass).
+        checkpoint_every: save weights every this many epochs.
+        verbose: Keras progress output: `auto`, 0, 1 or 2.
+    """
+
+    epochs: int = 5
+    steps_per_epoch: int | None = None
+    checkpoint_every: int = 1
+    verbose: int | str = "auto"
+
+
+@dataclass
+class RunConfig:
+    """A whole run: what `kerasft train` reads from a YAML file.
+
+    Args:
+        name: run name, used in the run directory's name.
+        seed: seeds data order, augmentation, the probe set and random init.
+        data, model, plan, optimizer, train: the sections above.
+    """
+
+    name: str = "run"
+    seed: int = 1337
+    description: str = ""
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    plan: PlanConfig = field(default_factory=PlanConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as plain data (the inverse of `from_dict`)."""
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------- loading
+
+
+def _type_name(tp: Any) -> str:
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Checks `value` against the annotation `tp`; returns the value to keep."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, where)
+            except ConfigError:
+                continue
+        expected = " or ".join(_type_name(o) for o in options)
+        raise ConfigError(f"{where}: expected {expected}. Received: {value!r}")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    else:  # pragma: no cover - only the types above are used
+        raise TypeError(f"unsupported config type {tp}")
+    raise ConfigError(
+        f"{where}: expected {_type_name(tp)}. Received: {value!r}"
+    )
+
+
+def _build(cls: type, data: Any, where: str, source: str) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{source}: {where or 'the file'} must be a mapping of keys. "
+            f"Received: {data!r}"
+        )
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in fields:
+            known = ", ".join(fields)
+            raise ConfigError(
+                f"{source}: unknown key '{path}'. Known keys here: {known}."
+            )
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = _build(tp, value, path, source)
+            continue
+        value = _coerce(value, tp, f"{source}: {path}")
+        choices = fields[key].metadata.get("choices")
+        if choices and value not in choices:
+            raise ConfigError(
+                f"{source}: {path}: expected one of {', '.join(choices)}. "
+                f"Received: {value!r}"
+            )
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def _check(cfg: RunConfig, source: str) -> None:
+    """Value checks that need more than a type."""
+
+    def bad(key: str, value: Any, expected: str) -> ConfigError:
+        return ConfigError(
+            f"{source}: {key}: expected {expected}. Received: {value!r}"
+        )
+
+    d, m, p, o, t = cfg.data, cfg.model, cfg.plan, cfg.optimizer, cfg.train
+    if d.image_size < MIN_IMAGE_SIZE:
+        raise bad(
+            "data.image_size",
+            d.image_size,
+            f"at least {MIN_IMAGE_SIZE} (the smallest input "
+            f"keras.applications accepts for {m.arch})",
+        )
+    if d.batch_size < 1:
+        raise bad("data.batch_size", d.batch_size, "a positive integer")
+    if not 0.0 <= d.validation_fraction < 1.0:
+        raise bad(
+            "data.validation_fraction",
+            d.validation_fraction,
+            "a fraction in [0, 1)",
+        )
+    for key in ("max_train_images", "max_test_images"):
+        value = getattr(d, key)
+        if value is not None and value < 1:
+            raise bad(f"data.{key}", value, "a positive integer or null")
+    if d.augment_crop_pad < 0:
+        raise bad("data.augment_crop_pad", d.augment_crop_pad, "0 or more")
+    if d.source == "folder" and not d.path:
+        raise bad(
+            "data.path", d.path, "an image folder when data.source is folder"
+        )
+    if d.source == "tfds" and not d.name:
+        raise bad(
+            "data.name",
+            d.name,
+            "a tensorflow-datasets name (e.g. cifar10) when data.source "
+            "is tfds",
+        )
+    if d.source == "builtin" and d.name not in BUILTIN_DATASETS:
+        raise bad(
+            "data.name",
+            d.name,
+            f"one of {', '.join(BUILTIN_DATASETS)} when data.source is "
+            "builtin (the sets that ship inside an installed package)",
+        )
+    if m.weights not in ("imagenet", "none") and not os.path.isfile(
+        os.path.expanduser(m.weights)
+    ):
+        raise bad(
+            "model.weights",
+            m.weights,
+            "imagenet, none, or the path of an existing weights file "
+            "(no such file)",
+        )
+    if not 0.0 <= m.dropout < 1.0:
+        raise bad("model.dropout", m.dropout, "a rate in [0, 1)")
+    if m.bn_momentum is not None and not 0.0 <= m.bn_momentum < 1.0:
+        raise bad("model.bn_momentum", m.bn_momentum, "a value in [0, 1)")
+    if isinstance(p.unfreeze, str) and p.unfreeze != "all":
+        raise bad("plan.unfreeze", p.unfreeze, "an integer 1-5 or 'all'")
+    if isinstance(p.unfreeze, int) and not 1 <= p.unfreeze <= 5:
+        raise bad("plan.unfreeze", p.unfreeze, "an integer 1-5 or 'all'")
+    if p.kind == "phased" and not 1 <= p.head_epochs < t.epochs:
+        raise bad(
+            "plan.head_epochs",
+            p.head_epochs,
+            f"at least 1 and less than train.epochs ({t.epochs}) so that "
+            "both phases run",
+        )
+    if not 0.0 < p.finetune_lr_factor <= 1.0:
+        raise bad(
+            "plan.finetune_lr_factor", p.finetune_lr_factor, "a value in (0, 1]"
+        )
+    if o.learning_rate <= 0:
+        raise bad("optimizer.learning_rate", o.learning_rate, "a value > 0")
+    if not 0.0 <= o.momentum < 1.0:
+        raise bad("optimizer.momentum", o.momentum, "a value in [0, 1)")
+    if o.weight_decay < 0:
+        raise bad("optimizer.weight_decay", o.weight_decay, "0 or more")
+    if o.clipnorm is not None and o.clipnorm <= 0:
+        raise bad("optimizer.clipnorm", o.clipnorm, "a value > 0 or null")
+    if t.epochs < 1:
+        raise bad("train.epochs", t.epochs, "at least 1")
+    if t.steps_per_epoch is not None and t.steps_per_epoch < 1:
+        raise bad(
+            "train.steps_per_epoch", t.steps_per_epoch, "at least 1 or null"
+        )
+    if t.checkpoint_every < 1:
+        raise bad("train.checkpoint_every", t.checkpoint_every, "at least 1")
+    if t.verbose not in ("auto", 0, 1, 2):
+        raise bad("train.verbose", t.verbose, "auto, 0, 1 or 2")
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Splits ``"a.b=value"`` into (``["a", "b"]``, parsed YAML value)."""
+    if "=" not in text:
+        raise ConfigError(
+            "--set expects key=value, e.g. --set train.epochs=3. "
+            f"Received: {text!r}"
+        )
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set has an empty key. Received: {text!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def config_from_dict(
+    data: dict, overrides: list[str] | tuple = (), source: str = "<config>"
+) -> RunConfig:
+    """Builds and validates a `RunConfig` from plain data plus overrides.
+
+    Args:
+        data: the parsed YAML mapping.
+        overrides: ``"section.key=value"`` strings, applied in order.
+        source: the file name used in error messages.
+
+    Returns:
+        The validated `RunConfig`.
+    """
+    data = _deep_copy(data or {})
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{source}: expected a mapping of sections at the top level. "
+            f"Received: {data!r}"
+        )
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = data
+        for k in keys[:-1]:
+            child = node.get(k)
+            if child is None:
+                child = node[k] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(
+                    f"--set {text}: '{k}' is a value, not a section."
+                )
+            node = child
+        node[keys[-1]] = value
+    where = source if not overrides else f"{source} (with --set overrides)"
+    cfg = _build(RunConfig, data, "", where)
+    _check(cfg, where)
+    return cfg
+
+
+def _deep_copy(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _deep_copy(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_deep_copy(v) for v in data]
+    return data
+
+
+def load_config(
+    path: str | os.PathLike, overrides: list[str] | tuple = ()
+) -> RunConfig:
+    """Reads a YAML config file, applies overrides, validates the result.
+
+    Args:
+        path: the YAML file.
+        overrides: ``"section.key=value"`` strings. Defaults to none.
+
+    Returns:
+        The validated `RunConfig`.
+
+    Example:
+
+    ```python
+    cfg = load_config("configs/linear_probe.yaml", ["data.batch_size=64"])
+    ```
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(
+            f"config file not found: expected a YAML file. Received: "
+            f"{str(path)!r}. The shipped configs are in configs/."
+        )
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(
+            f"{path}: not valid YAML{line}: "
+            f"{getattr(e, 'problem', None) or e}. Fix the file's syntax."
+        ) from None
+    return config_from_dict(data, overrides, source=str(path))
+
+
+def save_config(cfg: RunConfig, path: str | os.PathLike) -> None:
+    """Writes the resolved config as YAML (loadable by `load_config`)."""
+    Path(path).write_text(
+        yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8"
+    )

@@ -1,0 +1,186 @@
+"""Builds a keras.applications ResNet backbone with a new classification head.
+
+The model is one flat functional graph (backbone layers, then
+``head_pool``, optional ``head_dropout`` and ``head``), so every layer keeps
+its keras.applications name (``conv3_block2_1_conv``), which is the same on
+every backend and is the key under which everything is recorded.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import keras
+
+from kerasft.config import ModelConfig
+from kerasft.errors import ConfigError, DownloadError
+
+_APPLICATIONS = {
+    "resnet50": "ResNet50",
+    "resnet101": "ResNet101",
+    "resnet152": "ResNet152",
+    "resnet50v2": "ResNet50V2",
+    "resnet101v2": "ResNet101V2",
+    "resnet152v2": "ResNet152V2",
+}
+HEAD_LAYERS = ("head_pool", "head_dropout", "head")
+_STAGE = re.compile(r"^(?:conv|pool)(\d)_")
+
+
+def imagenet_weights_file(arch: str) -> str:
+    """The file name Keras downloads for a notop ImageNet ResNet."""
+    return f"{arch}_weights_tf_dim_ordering_tf_kernels_notop.h5"
+
+
+def imagenet_weights_path(arch: str) -> str:
+    """Where Keras looks for (and caches) that file."""
+    from keras.src.backend import config as keras_config
+
+    return os.path.join(
+        keras_config.keras_home(), "models", imagenet_weights_file(arch)
+    )
+
+
+def stage_of(layer_name: str) -> int | str | None:
+    """ResNet stage (1-5) of a backbone layer, `"head"`, or None (input).
+
+    Stage 1 is the stem (conv1, pool1); stages 2-5 are the residual stages
+    conv2-conv5. The v2 models' final ``post_bn``/``post_relu`` belong to
+    stage 5.
+    """
+    if layer_name in HEAD_LAYERS:
+        return "head"
+    m = _STAGE.match(layer_name)
+    if m:
+        return int(m.group(1))
+    if layer_name.startswith("post_"):
+        return 5
+    return None
+
+
+def _download_error(arch: str, reason: str) -> DownloadError:
+    fname = imagenet_weights_file(arch)
+    return DownloadError(
+        f"model.weights imagenet: Keras could not get {fname} ({reason}). "
+        f"Download it on a machine with network from "
+        f"https://storage.googleapis.com/tensorflow/keras-applications/"
+        f"resnet/{fname} and put it at {imagenet_weights_path(arch)}, or "
+        "pass --weights none (random init) or --weights PATH "
+        "(a .weights.h5/.keras/.h5 file)."
+    )
+
+
+def _backbone(arch: str, weights: str | None, image_size: int):
+    app = getattr(keras.applications, _APPLICATIONS[arch])
+    try:
+        return app(
+            include_top=False,
+            weights=weights,
+            input_shape=(image_size, image_size, 3),
+        )
+    except Exception as e:
+        if weights != "imagenet":
+            raise
+        if os.path.exists(imagenet_weights_path(arch)):
+            # Keras re-downloads a cached file whose checksum is wrong.
+            raise _download_error(
+                arch,
+                "the cached file's checksum does not match and a fresh "
+                f"download failed: {str(e).splitlines()[0][:120]}",
+            ) from None
+        raise _download_error(
+            arch, f"download failed: {str(e).splitlines()[0][:120]}"
+        ) from None
+
+
+def build_model(
+    cfg: ModelConfig, num_classes: int, image_size: int
+) -> keras.Model:
+    """Builds the backbone plus a new Dense head, with weights loaded.
+
+    Args:
+        cfg: the model section of the run config.
+        num_classes: outputs of the new head (logits).
+        image_size: square input side in pixels.
+
+    Returns:
+        An uncompiled `keras.Model` whose layers keep their
+        keras.applications names, plus ``head_pool``, ``head_dropout``
+        (when `cfg.dropout > 0`) and ``head``.
+
+    Example:
+
+    ```python
+    model = build_model(ModelConfig(weights="none"), 10, 32)
+    model.output_shape  # (None, 10)
+    ```
+    """
+    weights = cfg.weights
+    file = None
+    if weights not in ("imagenet", "none"):
+        file = os.path.expanduser(weights)
+    backbone = _backbone(
+        cfg.arch, "imagenet" if weights == "imagenet" else None, image_size
+    )
+    pool = (
+        keras.layers.GlobalAveragePooling2D
+        if cfg.pooling == "avg"
+        else keras.layers.GlobalMaxPooling2D
+    )
+    x = pool(name="head_pool")(backbone.output)
+    if cfg.dropout > 0:
+        x = keras.layers.Dropout(cfg.dropout, name="head_dropout")(x)
+    outputs = keras.layers.Dense(num_classes, name="head")(x)
+    model = keras.Model(backbone.input, outputs, name=f"{cfg.arch}_finetune")
+    if file is not None:
+        load_weights_file(model, backbone, file, cfg.arch, num_classes)
+    if cfg.bn_momentum is not None:
+        for layer in model.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = cfg.bn_momentum
+    return model
+
+
+def load_weights_file(
+    model: keras.Model,
+    backbone: keras.Model,
+    path: str,
+    arch: str,
+    num_classes: int,
+) -> str:
+    """Loads a whole-model file, else a backbone-only file, into `model`.
+
+    A whole-model file is what kerasft saves in a run (``initial.weights.h5``,
+    checkpoints, ``model.keras``); a backbone file is what you get from
+    ``keras.applications.ResNet50(include_top=False).save_weights(...)`` or
+    Keras's own ImageNet ``*_notop.h5``.
+
+    Returns:
+        ``"model"`` or ``"backbone"``: what the file held.
+    """
+    errors = []
+    for target, what in ((model, "model"), (backbone, "backbone")):
+        try:
+            if path.endswith(".keras"):
+                saved = keras.saving.load_model(path, compile=False)
+                source = saved if what == "model" else None
+                if source is None:
+                    by_name = {l.name: l for l in saved.layers}
+                    for layer in backbone.layers:
+                        if layer.name in by_name and layer.weights:
+                            layer.set_weights(by_name[layer.name].get_weights())
+                else:
+                    target.set_weights(source.get_weights())
+            else:
+                target.load_weights(path)
+            return what
+        except Exception as e:
+            errors.append(f"as a whole {what}: {str(e).splitlines()[0][:100]}")
+    raise ConfigError(
+        f"model.weights: expected a weights file for {arch} (whole model "
+        f"with a {num_classes}-class head, or the backbone alone). "
+        f"Received: {path!r}, which did not load ({'; '.join(errors)}). "
+        "Weights files must keep Keras's suffix (.weights.h5, .keras, or "
+        "the legacy ImageNet .h5)."
+    )

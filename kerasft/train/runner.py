@@ -1,0 +1,309 @@
+"""`kerasft train`: data -> model -> phases of `model.fit` -> test -> run dir.
+
+Nothing is written before the data and the weights are in hand, so a bad
+config or an offline download leaves no half-made run directory behind.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+import kerasft
+from kerasft import backend
+from kerasft.config import OptimizerConfig, RunConfig, save_config
+from kerasft.data import Batches, DataSplits, load_splits
+from kerasft.model import apply_phase, build_model, make_phases
+from kerasft.rundir import FORMAT_VERSION, create_run_dir, write_json
+from kerasft.train.epoch_checkpoint import EpochCheckpoint
+from kerasft.train.metrics_logger import MetricsLogger
+
+# Inference-mode accuracy on (at most) this many training images is measured
+# after training, next to the training-mode accuracy Keras reports.
+TRAIN_EVAL_IMAGES = 1000
+
+
+@dataclass
+class RunResult:
+    """What `train` returns.
+
+    Attributes:
+        run_dir: the new run directory.
+        test: test metrics (``loss``, ``accuracy``, ...).
+        train_eval: metrics on training images in inference mode.
+        seconds: wall time of the whole run.
+        warnings: diagnoses worth showing the user.
+    """
+
+    run_dir: Path
+    test: dict
+    train_eval: dict
+    seconds: float
+    warnings: list
+
+
+def make_optimizer(
+    cfg: OptimizerConfig, lr_factor: float, total_steps: int
+) -> keras.optimizers.Optimizer:
+    """The configured optimizer with its learning-rate schedule."""
+    lr = cfg.learning_rate * lr_factor
+    if cfg.schedule == "cosine":
+        lr = keras.optimizers.schedules.CosineDecay(lr, max(total_steps, 1))
+    common = {"learning_rate": lr, "clipnorm": cfg.clipnorm}
+    if cfg.weight_decay:
+        common["weight_decay"] = cfg.weight_decay
+    if cfg.name == "sgd":
+        return keras.optimizers.SGD(momentum=cfg.momentum, **common)
+    if cfg.name == "adam":
+        return keras.optimizers.Adam(**common)
+    return keras.optimizers.AdamW(**common)
+
+
+class _SyncEpoch(keras.callbacks.Callback):
+    """Gives the training batches the epoch number Keras is about to run."""
+
+    def __init__(self, batches: Batches):
+        super().__init__()
+        self.batches = batches
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.batches.set_epoch(epoch)
+
+
+def environment(cfg: RunConfig) -> dict:
+    """The environment record saved as env.json."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "kerasft": kerasft.__version__,
+        "backend": backend.name(),
+        "keras": keras.__version__,
+        "framework": backend.framework_version(),
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": backend.device(),
+        "seed": cfg.seed,
+        "command": " ".join(sys.argv),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def _data_record(splits: DataSplits) -> dict:
+    return {
+        "description": splits.description,
+        "class_names": splits.class_names,
+        "sizes": {
+            "train": len(splits.train),
+            "validation": len(splits.validation) if splits.validation else 0,
+            "test": len(splits.test),
+        },
+    }
+
+
+def _batches(cfg: RunConfig, split, train: bool, max_steps=None) -> Batches:
+    d = cfg.data
+    return Batches(
+        split,
+        d.batch_size,
+        d.image_size,
+        cfg.model.arch,
+        cfg.seed,
+        shuffle=train,
+        max_steps=max_steps,
+        flip=train and d.augment_flip,
+        crop_pad=d.augment_crop_pad if train else 0,
+    )
+
+
+def _diagnose(history: dict, train_eval: dict, test: dict) -> list[str]:
+    notes = []
+    fit_acc = history.get("accuracy")
+    eval_acc = train_eval.get("accuracy")
+    if fit_acc is not None and eval_acc is not None and fit_acc - eval_acc > 0.15:
+        notes.append(
+            f"BatchNorm lag: accuracy on training images is {fit_acc:.1%} "
+            f"in training mode (last epoch) but {eval_acc:.1%} in inference "
+            "mode. The BatchNorm moving statistics have not caught up with "
+            "the weights; train longer, lower model.bn_momentum, or keep "
+            "BatchNorm in inference mode (plan.batchnorm: inference)."
+        )
+    if eval_acc is not None and eval_acc - test.get("accuracy", 0) > 0.15:
+        notes.append(
+            f"Over-fitting: inference-mode accuracy {eval_acc:.1%} on training "
+            f"images vs {test['accuracy']:.1%} on the test split."
+        )
+    return notes
+
+
+def train(
+    cfg: RunConfig,
+    out: str | os.PathLike = "runs",
+    splits: DataSplits | None = None,
+) -> RunResult:
+    """Runs a whole fine-tuning run and writes its run directory.
+
+    Args:
+        cfg: the validated run config.
+        out: parent folder of the run directory. Defaults to `"runs"`.
+        splits: data to use instead of `cfg.data` (for library users with
+            their own arrays). Defaults to loading `cfg.data`.
+
+    Returns:
+        A `RunResult`.
+
+    Example:
+
+    ```python
+    result = train(load_config("configs/quickstart.yaml"))
+    result.test["accuracy"]
+    ```
+    """
+    t0 = time.perf_counter()
+    backend.seed_everything(cfg.seed)
+    if splits is None:
+        splits = load_splits(cfg.data, cfg.seed)
+    model = build_model(cfg.model, splits.num_classes, cfg.data.image_size)
+
+    run_dir = create_run_dir(out, cfg.name, backend.name())
+    status = {"state": "running", "epochs_done": 0}
+    write_json(run_dir / "status.json", status)
+    save_config(cfg, run_dir / "config.yaml")
+    write_json(run_dir / "env.json", environment(cfg))
+    write_json(run_dir / "data.json", _data_record(splits))
+    model.save_weights(run_dir / "initial.weights.h5")
+
+    steps = cfg.train.steps_per_epoch
+    train_batches = _batches(cfg, splits.train, True, steps)
+    val_batches = (
+        _batches(cfg, splits.validation, False, steps)
+        if splits.validation is not None and len(splits.validation)
+        else None
+    )
+    phases = make_phases(cfg.plan, cfg.train)
+    phase_records = []
+    history: dict = {}
+    verbose = cfg.train.verbose
+    print(
+        f"kerasft: {cfg.model.arch} ({cfg.model.weights} weights) on "
+        f"{splits.description}: {len(splits.train)} train / "
+        f"{len(splits.validation) if splits.validation else 0} validation / "
+        f"{len(splits.test)} test images at {cfg.data.image_size}px, "
+        f"backend {backend.name()}\nkerasft: run directory {run_dir}"
+    )
+    epoch = 0
+    try:
+        for phase in phases:
+            counts = apply_phase(model, phase, cfg.plan.batchnorm)
+            phase_records.append(
+                {
+                    "name": phase.name,
+                    "first_epoch": epoch + 1,
+                    "epochs": phase.epochs,
+                    "stages": sorted(phase.stages),
+                    "lr_factor": phase.lr_factor,
+                    "batchnorm": cfg.plan.batchnorm,
+                    "params": counts,
+                }
+            )
+            write_json(run_dir / "phases.json", phase_records)
+            print(
+                f"kerasft: phase {phase.describe()}; "
+                f"{counts['trainable']:,} trainable / "
+                f"{counts['frozen']:,} non-trainable parameters"
+            )
+            model.compile(
+                optimizer=make_optimizer(
+                    cfg.optimizer,
+                    phase.lr_factor,
+                    phase.epochs * train_batches.num_batches,
+                ),
+                loss=keras.losses.SparseCategoricalCrossentropy(
+                    from_logits=True
+                ),
+                metrics=["accuracy"],
+            )
+            fit = model.fit(
+                train_batches,
+                validation_data=val_batches,
+                initial_epoch=epoch,
+                epochs=epoch + phase.epochs,
+                verbose=verbose,
+                callbacks=[
+                    _SyncEpoch(train_batches),
+                    MetricsLogger(
+                        run_dir / "metrics.csv",
+                        phase.name,
+                        cfg.data.batch_size,
+                    ),
+                    EpochCheckpoint(
+                        run_dir / "checkpoints", cfg.train.checkpoint_every
+                    ),
+                    keras.callbacks.TerminateOnNaN(),
+                ],
+            )
+            for key, values in fit.history.items():
+                history[key] = float(values[-1])
+            epoch += phase.epochs
+            status["epochs_done"] = epoch
+            write_json(run_dir / "status.json", status)
+            if model.stop_training or not np.isfinite(history.get("loss", 0)):
+                raise FloatingPointError("loss became NaN/inf")
+
+        test = model.evaluate(
+            _batches(cfg, splits.test, False), verbose=verbose, return_dict=True
+        )
+        n_eval = min(len(splits.train), TRAIN_EVAL_IMAGES)
+        sub = splits.train.subset(
+            np.sort(np.random.default_rng([cfg.seed, 7]).permutation(
+                len(splits.train))[:n_eval])
+        )
+        train_eval = model.evaluate(
+            _batches(cfg, sub, False), verbose=0, return_dict=True
+        )
+        test = {k: float(v) for k, v in test.items()}
+        train_eval = {k: float(v) for k, v in train_eval.items()}
+        warnings = _diagnose(history, train_eval, test)
+        write_json(
+            run_dir / "test_metrics.json",
+            {
+                "test": test,
+                "test_images": len(splits.test),
+                "train_inference_mode": train_eval,
+                "train_inference_mode_images": n_eval,
+                "last_epoch": history,
+                "warnings": warnings,
+            },
+        )
+        final = run_dir / "model.keras"
+        model.save(run_dir / ".model.tmp.keras")
+        os.replace(run_dir / ".model.tmp.keras", final)
+    except FloatingPointError as e:
+        status.update(state="failed", error=str(e))
+        write_json(run_dir / "status.json", status)
+        from kerasft.errors import KerasftError
+
+        raise KerasftError(
+            f"training diverged ({e}) in epoch {epoch + 1}; the run "
+            f"directory {run_dir} keeps the epochs before. Lower "
+            "optimizer.learning_rate (now "
+            f"{cfg.optimizer.learning_rate:g}) or set optimizer.clipnorm."
+        ) from None
+    except KeyboardInterrupt:
+        status.update(state="interrupted")
+        write_json(run_dir / "status.json", status)
+        raise
+    except BaseException as e:
+        status.update(state="failed", error=f"{type(e).__name__}: {e}")
+        write_json(run_dir / "status.json", status)
+        raise
+    seconds = time.perf_counter() - t0
+    status.update(state="completed", seconds=round(seconds, 1))
+    write_json(run_dir / "status.json", status)
+    return RunResult(run_dir, test, train_eval, seconds, warnings)

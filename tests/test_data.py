@@ -1,0 +1,162 @@
+"""Data sources and batches: sizes, seed-fixed order, preprocessing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kerasft.config import DataConfig
+from kerasft.data import Batches, load_splits, splits_from_arrays
+from kerasft.errors import ConfigError, DataError
+
+
+def test_digits_splits_are_disjoint_stratified_and_seeded():
+    cfg = DataConfig(source="builtin", name="digits", image_size=32)
+    a = load_splits(cfg, seed=3)
+    b = load_splits(cfg, seed=3)
+    c = load_splits(cfg, seed=4)
+    assert (len(a.train), len(a.validation), len(a.test)) == (1295, 143, 359)
+    assert a.class_names == [str(i) for i in range(10)]
+    np.testing.assert_array_equal(a.train.labels, b.train.labels)
+    assert not np.array_equal(a.test.images.images, c.test.images.images)
+    # every class is in every split, in about its share
+    for split in (a.train, a.validation, a.test):
+        assert set(np.unique(split.labels)) == set(range(10))
+    img = a.train.images.images
+    assert img.dtype == np.uint8 and img.shape[1:] == (8, 8, 3)
+
+
+def test_batches_order_depends_only_on_seed_and_epoch():
+    cfg = DataConfig(source="builtin", name="digits", image_size=32)
+    split = load_splits(cfg, seed=0).train
+
+    def first_labels(epoch, seed=0):
+        b = Batches(split, 16, 32, "resnet50", seed, shuffle=True)
+        b.set_epoch(epoch)
+        return b[0][1]
+
+    np.testing.assert_array_equal(first_labels(1), first_labels(1))
+    assert not np.array_equal(first_labels(0), first_labels(1))
+    assert not np.array_equal(first_labels(0), first_labels(0, seed=1))
+    # a fresh object that walked through epochs agrees with set_epoch
+    walker = Batches(split, 16, 32, "resnet50", 0, shuffle=True)
+    walker.on_epoch_end()
+    np.testing.assert_array_equal(walker[0][1], first_labels(1))
+
+
+def test_batches_are_resized_and_preprocessed_like_keras_applications():
+    import keras
+
+    x = np.random.default_rng(0).integers(0, 256, (5, 8, 8, 3), np.uint8)
+    cfg = DataConfig(source="numpy", image_size=32, validation_fraction=0)
+    splits = splits_from_arrays(cfg, 0, x, np.arange(5) % 2, x, np.arange(5) % 2)
+    b = Batches(splits.test, 4, 32, "resnet50", 0)
+    xb, yb = b[0]
+    assert xb.shape == (4, 32, 32, 3) and xb.dtype == np.float32
+    assert yb.dtype == np.int32 and len(b) == 2 and b[1][0].shape[0] == 1
+    raw = b.images_uint8(0).astype(np.float32)
+    np.testing.assert_allclose(
+        xb, keras.applications.resnet.preprocess_input(raw.copy()))
+    v2 = Batches(splits.test, 4, 32, "resnet50v2", 0)[0][0]
+    assert v2.min() >= -1.0 and v2.max() <= 1.0
+
+
+def test_max_steps_caps_an_epoch_and_augmentation_is_seeded():
+    cfg = DataConfig(source="builtin", name="digits", image_size=32)
+    split = load_splits(cfg, seed=0).train
+    b = Batches(split, 8, 32, "resnet50", 0, shuffle=True, max_steps=3,
+                flip=True, crop_pad=4)
+    assert len(b) == 3
+    again = Batches(split, 8, 32, "resnet50", 0, shuffle=True, max_steps=3,
+                    flip=True, crop_pad=4)
+    np.testing.assert_array_equal(b[2][0], again[2][0])
+    plain = Batches(split, 8, 32, "resnet50", 0, shuffle=True, max_steps=3)
+    assert not np.array_equal(b[2][0], plain[2][0])
+    with pytest.raises(IndexError):
+        b[3]
+
+
+def _write_folder(root, classes, per_class=3, size=(12, 10)):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name in classes:
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            arr = rng.integers(0, 256, (*size, 3), np.uint8)
+            Image.fromarray(arr).save(root / name / f"{i}.png")
+
+
+def test_image_folder_source(tmp_path):
+    _write_folder(tmp_path / "imgs", ["cat", "dog", "eel"], per_class=10)
+    cfg = DataConfig(source="folder", path=str(tmp_path / "imgs"),
+                     image_size=32)
+    s = load_splits(cfg, seed=0)
+    assert s.class_names == ["cat", "dog", "eel"]
+    assert len(s.train) + len(s.validation) + len(s.test) == 30
+    x, y = Batches(s.train, 4, 32, "resnet50", 0)[0]
+    assert x.shape == (4, 32, 32, 3)
+
+
+def test_image_folder_with_train_and_test_subfolders(tmp_path):
+    _write_folder(tmp_path / "d/train", ["a", "b"], per_class=5)
+    _write_folder(tmp_path / "d/test", ["a", "b"], per_class=2)
+    s = load_splits(DataConfig(source="folder", path=str(tmp_path / "d"),
+                               image_size=32, validation_fraction=0), 0)
+    assert (len(s.train), len(s.test)) == (10, 4)
+
+
+def test_image_folder_errors_are_clear(tmp_path):
+    with pytest.raises(ConfigError, match="no such folder"):
+        load_splits(DataConfig(source="folder", path=str(tmp_path / "x")), 0)
+    (tmp_path / "one").mkdir()
+    with pytest.raises(DataError, match="at least two class"):
+        load_splits(DataConfig(source="folder", path=str(tmp_path)), 0)
+
+
+def test_npz_source(tmp_path):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz",
+             x_train=rng.random((20, 9, 9)), y_train=np.arange(20) % 4,
+             class_names=np.array(["w", "x", "y", "z"]))
+    s = load_splits(DataConfig(source="numpy", path=str(tmp_path / "d.npz"),
+                               image_size=32, validation_fraction=0), 0)
+    assert s.class_names == ["w", "x", "y", "z"] and len(s.test) == 4
+    np.savez(tmp_path / "bad.npz", x=np.zeros(3))
+    with pytest.raises(DataError, match="x_train and y_train"):
+        load_splits(DataConfig(source="numpy", path=str(tmp_path / "bad.npz")),
+                    0)
+
+
+def test_tfds_source_with_mock_data(tfds_mock):
+    cfg = DataConfig(source="tfds", name="cifar10", image_size=32)
+    with tfds_mock(num_examples=40):
+        s = load_splits(cfg, seed=0)
+    assert len(s.class_names) == 10  # mock data carries no label names
+    # mock train and test hold the same 40 examples; validation is carved
+    # from train (stratified by class, so its size depends on the labels)
+    assert len(s.train) + len(s.validation) == 40 and len(s.test) == 40
+    assert 1 <= len(s.validation) <= 8
+    assert s.train.images.images.shape[1:] == (32, 32, 3)
+
+
+def test_tfds_unknown_dataset_is_a_config_error():
+    pytest.importorskip("tensorflow_datasets")
+    cfg = DataConfig(source="tfds", name="no_such_set_xyz")
+    with pytest.raises(ConfigError, match="data.name.*no_such_set_xyz"):
+        load_splits(cfg, seed=0)
+
+
+def test_tfds_offline_fails_fast_naming_the_set(tmp_path):
+    import time
+
+    pytest.importorskip("tensorflow_datasets")
+    from kerasft.errors import DownloadError
+
+    cfg = DataConfig(source="tfds", name="cifar10", data_dir=str(tmp_path))
+    t = time.perf_counter()
+    with pytest.raises(DownloadError) as e:
+        load_splits(cfg, seed=0)
+    assert time.perf_counter() - t < 30
+    assert "cifar10" in str(e.value) and str(tmp_path) in str(e.value)
+    assert "quickstart" in str(e.value)

@@ -1,0 +1,134 @@
+"""`kerasft train` end to end on the active backend (tiny runs)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import TINY, only_run_dir
+
+
+class _Weights:
+    """Reads layers' weights from a run's weights files, by layer name.
+
+    Keras's .weights.h5 keys variables by generic names (``conv2d_9``), so
+    each file is loaded into the run's own model to read it by layer name.
+    """
+
+    def __init__(self, run):
+        import keras
+
+        self.model = keras.saving.load_model(run / "model.keras")
+
+    def __call__(self, path, layer):
+        self.model.load_weights(path)
+        return [np.asarray(w) for w in self.model.get_layer(layer).get_weights()]
+
+
+def test_quickstart_tiny_end_to_end(cli, tmp_path, backend_name):
+    r = cli(["train", "-c", "quickstart", "--epochs", "2", *TINY,
+             "--out", tmp_path])
+    assert r.code == 0, r
+    run = only_run_dir(tmp_path)
+    assert re.fullmatch(rf"\d{{8}}-\d{{6}}-quickstart-{backend_name}", run.name)
+    assert "test accuracy" in r.out and str(run) in r.out
+
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    assert cfg["train"]["epochs"] == 2 and cfg["data"]["batch_size"] == 8
+    env = json.loads((run / "env.json").read_text())
+    assert env["backend"] == backend_name and env["seed"] == 1337
+    assert {"keras", "framework", "python", "device"} <= env.keys()
+    assert json.loads((run / "status.json").read_text())["state"] == "completed"
+
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    for row in rows:
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy",
+                    "learning_rate", "images_per_second"):
+            assert np.isfinite(float(row[key])), key
+    ckpts = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert ckpts == ["epoch-001.weights.h5", "epoch-002.weights.h5"]
+
+    test = json.loads((run / "test_metrics.json").read_text())
+    assert 0.0 <= test["test"]["accuracy"] <= 1.0 and test["test_images"] == 16
+    assert "accuracy" in test["train_inference_mode"]
+
+    weights = _Weights(run)
+    assert weights.model.output_shape == (None, 10)
+    final = np.asarray(weights.model.get_layer("head").kernel)
+    # the checkpoint of the last epoch holds the final weights
+    np.testing.assert_array_equal(
+        weights(run / "checkpoints/epoch-002.weights.h5", "head")[0], final)
+    # a second run never overwrites the first
+    r2 = cli(["train", "-c", "quickstart", "--epochs", "1", *TINY,
+              "--out", tmp_path])
+    assert r2.code == 0
+    assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 2
+
+
+def test_phased_plan_moves_only_what_it_unfreezes(cli, tmp_path):
+    r = cli(["train", "-c", "quickstart", "--epochs", "2", *TINY,
+             "--plan", "phased", "--set", "plan.head_epochs=1",
+             "--set", "plan.unfreeze=1", "--set", "plan.batchnorm=inference",
+             "--optimizer", "sgd", "--lr", "0.05",
+             "--set", "optimizer.schedule=constant", "--out", tmp_path])
+    assert r.code == 0, r
+    run = only_run_dir(tmp_path)
+    phases = json.loads((run / "phases.json").read_text())
+    assert [p["name"] for p in phases] == ["head", "finetune"]
+    assert phases[0]["params"]["trainable"] < phases[1]["params"]["trainable"]
+    init = run / "initial.weights.h5"
+    e1 = run / "checkpoints/epoch-001.weights.h5"
+    e2 = run / "checkpoints/epoch-002.weights.h5"
+
+    read = _Weights(run)
+
+    def same(layer, a, b):
+        return all(np.array_equal(x, y)
+                   for x, y in zip(read(a, layer), read(b, layer)))
+
+    # head phase: only the head moved
+    assert not same("head", init, e1)
+    assert same("conv5_block3_3_conv", init, e1)
+    # fine-tune phase (unfreeze=1): conv5 moved, conv4 did not
+    assert not same("conv5_block3_3_conv", e1, e2)
+    assert same("conv4_block6_3_conv", e1, e2)
+    # BatchNorm in inference mode: moving statistics never changed
+    assert same("conv5_block3_3_bn", init, e2)
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    assert [r["phase"] for r in rows] == ["head", "finetune"]
+    assert float(rows[1]["learning_rate"]) == pytest.approx(0.005)
+
+
+def test_tfds_path_end_to_end_with_mock_data(cli, tmp_path, tfds_mock):
+    with tfds_mock(num_examples=24):
+        r = cli(["train", "-c", "cifar10_resnet50", "--weights", "none",
+                 "--image-size", "32", "--epochs", "2", *TINY,
+                 "--set", "plan.head_epochs=1",
+                 "--out", tmp_path])
+    assert r.code == 0, r
+    run = only_run_dir(tmp_path)
+    data = json.loads((run / "data.json").read_text())
+    assert len(data["class_names"]) == 10
+    assert "tensorflow-datasets cifar10" in data["description"]
+
+
+def test_default_config_offline_stops_fast_with_download_error(
+    cli, tmp_path
+):
+    import time
+
+    t = time.perf_counter()
+    r = cli(["train", "--set", f"data.data_dir={tmp_path / 'tfds'}",
+             "--out", tmp_path / "runs"])
+    assert time.perf_counter() - t < 60
+    assert r.code == 2, r
+    assert r.err.startswith("Error: ") and "Traceback" not in r.err
+    assert "cifar10" in r.err and "quickstart" in r.err
+    assert not (tmp_path / "runs").exists() or not any(
+        (tmp_path / "runs").iterdir())
