@@ -132,3 +132,13 @@ def test_default_config_offline_stops_fast_with_download_error(
     assert "cifar10" in r.err and "quickstart" in r.err
     assert not (tmp_path / "runs").exists() or not any(
         (tmp_path / "runs").iterdir())
+
+
+@pytest.mark.slow
+def test_full_quickstart_beats_chance_clearly(cli, tmp_path):
+    """The whole offline quickstart (about 2 minutes on 2 CPU cores)."""
+    r = cli(["train", "-c", "quickstart", "--out", tmp_path])
+    assert r.code == 0, r
+    test = json.loads((only_run_dir(tmp_path) / "test_metrics.json").read_text())
+    assert test["test"]["accuracy"] > 0.7  # chance is 0.1
+    assert test["train_inference_mode"]["accuracy"] > 0.7

@@ -1,0 +1,126 @@
+"""Images/s of the data pipeline, plain `model.fit`, and kerasft's training.
+
+All three are measured in this one process, on the active backend
+(KERAS_BACKEND), for the same model, batch size and images, and printed side
+by side with their ratios. Each figure is the median of --repeats timed
+epochs after one warm-up epoch (TensorFlow's CPU speed flips between runs;
+a median of 3 or more is needed).
+
+    KERAS_BACKEND=torch python benchmarks/throughput.py --steps 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--arch", default="resnet50")
+    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--steps", type=int, default=20, help="steps per epoch")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--plan", default="full", choices=("full", "head"))
+    args = p.parse_args()
+
+    import keras
+    import numpy as np
+
+    from kerasft import backend
+    from kerasft.config import DataConfig, ModelConfig, PlanConfig, TrainConfig
+    from kerasft.data import Batches, load_splits
+    from kerasft.model import apply_phase, build_model, make_phases
+    from kerasft.train import EpochCheckpoint, MetricsLogger
+
+    backend.seed_everything(0)
+    splits = load_splits(
+        DataConfig(source="builtin", name="digits", image_size=args.image_size),
+        0,
+    )
+    bs, steps = args.batch_size, args.steps
+    batches = Batches(
+        splits.train, bs, args.image_size, args.arch, 0, shuffle=True,
+        max_steps=steps,
+    )
+    images_per_epoch = bs * steps
+
+    # 1. the pipeline alone
+    def pipeline_epoch():
+        for i in range(len(batches)):
+            batches[i]
+
+    # 2. plain model.fit on preprocessed in-memory arrays
+    x = np.concatenate([batches[i][0] for i in range(steps)])
+    y = np.concatenate([batches[i][1] for i in range(steps)])
+
+    def new_model():
+        m = build_model(ModelConfig(arch=args.arch, weights="none"),
+                        splits.num_classes, args.image_size)
+        (phase,) = make_phases(PlanConfig(kind=args.plan), TrainConfig(1))
+        apply_phase(m, phase, "train" if args.plan == "full" else "inference")
+        m.compile(
+            optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"],
+        )
+        return m
+
+    plain = new_model()
+    ours = new_model()
+    tmp = os.path.join("/tmp", f"kerasft-bench-{os.getpid()}")
+    callbacks = [MetricsLogger(os.path.join(tmp, "metrics.csv"), "full", bs)]
+    os.makedirs(tmp, exist_ok=True)
+
+    def timed(fn):
+        fn()  # warm-up (compilation, caches)
+        out = []
+        for _ in range(args.repeats):
+            t = time.perf_counter()
+            fn()
+            out.append(images_per_epoch / (time.perf_counter() - t))
+        return statistics.median(out)
+
+    pipe = timed(pipeline_epoch)
+    fit_plain = timed(
+        lambda: plain.fit(x, y, batch_size=bs, epochs=1, shuffle=False,
+                          verbose=0)
+    )
+    # kerasft: the training loop `kerasft train` runs (Batches + its
+    # per-epoch logger). The per-epoch checkpoint is timed on its own below.
+    fit_ours = timed(
+        lambda: ours.fit(batches, epochs=1, verbose=0, callbacks=callbacks)
+    )
+    ckpt = EpochCheckpoint(os.path.join(tmp, "ckpt"))
+    ckpt.set_model(ours)
+    ckpt.params = {"epochs": 1}
+    ckpt.on_train_begin()
+    t = time.perf_counter()
+    ckpt.on_epoch_end(0)
+    ckpt_seconds = time.perf_counter() - t
+    epoch_seconds = len(splits.train) / fit_ours
+    print(
+        f"backend {keras.backend.backend()} | {args.arch} {args.plan} "
+        f"{args.image_size}px batch {bs}, {steps} steps/epoch, "
+        f"median of {args.repeats}"
+    )
+    print(f"  data pipeline alone     {pipe:10.1f} img/s "
+          f"({pipe / fit_ours:.1f}x the training speed)")
+    print(f"  plain model.fit(arrays) {fit_plain:10.1f} img/s")
+    print(f"  kerasft training loop   {fit_ours:10.1f} img/s "
+          f"(ratio to plain model.fit: {fit_ours / fit_plain:.3f})")
+    print(f"  one checkpoint write    {ckpt_seconds:10.2f} s "
+          f"({ckpt_seconds / epoch_seconds:.1%} of a {len(splits.train)}-image "
+          "epoch at this speed)")
+    import shutil
+
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
