@@ -21,6 +21,16 @@ _LAZY = {
     "train": "kerasft.train",
     "EpochCheckpoint": "kerasft.train",
     "MetricsLogger": "kerasft.train",
+    "load_run": "kerasft.record.store",
+    "Run": "kerasft.record.store",
+    "WeightRecorder": "kerasft.record",
+    "GradientRecorder": "kerasft.record",
+    "UpdateRatioRecorder": "kerasft.record",
+    "ActivationRecorder": "kerasft.record",
+    "EmbeddingRecorder": "kerasft.record",
+    "ProbeGradientRecorder": "kerasft.record",
+    "BatchNormRecorder": "kerasft.record",
+    "ScalarRecorder": "kerasft.record",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -174,13 +174,47 @@ class TrainConfig:
 
 
 @dataclass
+class RecordConfig:
+    """What the recorders write into ``<run>/record/`` (see the README).
+
+    Args:
+        enabled: attach the recorders at all.
+        every_steps: gradient norms and update ratios every this many steps.
+        scalars_every_steps: per-step loss/metrics/lr/images-per-second rows.
+        weights, gradients, update_ratios, activations, embeddings,
+        probe_gradients, batchnorm, scalars: switch each kind on or off.
+        weights_every_steps: weight histograms every this many steps too
+            (`null` = per epoch only).
+        probe_size: images in the probe batch (activations, gradients).
+        embedding_size: images whose penultimate features are recorded.
+        tensorboard: export the records for TensorBoard at the end.
+    """
+
+    enabled: bool = True
+    every_steps: int = 50
+    scalars_every_steps: int = 1
+    weights: bool = True
+    gradients: bool = True
+    update_ratios: bool = True
+    activations: bool = True
+    embeddings: bool = True
+    probe_gradients: bool = True
+    batchnorm: bool = True
+    scalars: bool = True
+    weights_every_steps: int | None = None
+    probe_size: int = 32
+    embedding_size: int = 256
+    tensorboard: bool = True
+
+
+@dataclass
 class RunConfig:
     """A whole run: what `kerasft train` reads from a YAML file.
 
     Args:
         name: run name, used in the run directory's name.
         seed: seeds data order, augmentation, the probe set and random init.
-        data, model, plan, optimizer, train: the sections above.
+        data, model, plan, optimizer, train, record: the sections above.
     """
 
     name: str = "run"
@@ -191,6 +225,7 @@ class RunConfig:
     plan: PlanConfig = field(default_factory=PlanConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    record: RecordConfig = field(default_factory=RecordConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """The config as plain data (the inverse of `from_dict`)."""
@@ -368,6 +403,14 @@ def _check(cfg: RunConfig, source: str) -> None:
         raise bad("train.checkpoint_every", t.checkpoint_every, "at least 1")
     if t.verbose not in ("auto", 0, 1, 2):
         raise bad("train.verbose", t.verbose, "auto, 0, 1 or 2")
+    r = cfg.record
+    for key in ("every_steps", "scalars_every_steps", "probe_size",
+                "embedding_size"):
+        if getattr(r, key) < 1:
+            raise bad(f"record.{key}", getattr(r, key), "at least 1")
+    if r.weights_every_steps is not None and r.weights_every_steps < 1:
+        raise bad("record.weights_every_steps", r.weights_every_steps,
+                  "at least 1 or null")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

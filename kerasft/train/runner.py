@@ -122,6 +122,55 @@ def _batches(cfg: RunConfig, split, train: bool, max_steps=None) -> Batches:
     )
 
 
+def make_recorders(cfg: RunConfig, splits: DataSplits, run_dir: Path) -> list:
+    """The recorders the `record:` section asks for, sharing one probe set.
+
+    The probe images come from the validation split (the test split if
+    there is none), chosen by the seed alone, so every backend records the
+    same images; their indices are saved in ``record/probe.json``.
+    """
+    from kerasft import record
+
+    r = cfg.record
+    if not r.enabled:
+        return []
+    directory = run_dir / "record"
+    directory.mkdir(exist_ok=True)
+    source, split_name = splits.validation, "validation"
+    if source is None or len(source) == 0:
+        source, split_name = splits.test, "test"
+    idx = record.choose_indices(
+        len(source), max(r.probe_size, r.embedding_size), cfg.seed
+    )
+    images = _batches(cfg, source.subset(idx), False)
+    x = np.concatenate([images[i][0] for i in range(len(images))])
+    probe = record.ProbeSet(x, source.labels[idx], idx, split_name)
+    probe.save(directory / "probe.json", cfg.seed)
+    batch = probe.head(r.probe_size)
+    out = []
+    if r.scalars:
+        out.append(record.ScalarRecorder(
+            directory, r.scalars_every_steps, cfg.data.batch_size))
+    if r.weights:
+        out.append(record.WeightRecorder(
+            directory, every_steps=r.weights_every_steps))
+    if r.gradients:
+        out.append(record.GradientRecorder(
+            directory, r.every_steps, seed=cfg.seed))
+    if r.update_ratios:
+        out.append(record.UpdateRatioRecorder(directory, r.every_steps))
+    if r.activations:
+        out.append(record.ActivationRecorder(directory, batch.x))
+    if r.probe_gradients:
+        out.append(record.ProbeGradientRecorder(directory, batch.x, batch.y))
+    if r.embeddings:
+        emb = probe.head(r.embedding_size)
+        out.append(record.EmbeddingRecorder(directory, emb.x, emb.y))
+    if r.batchnorm:
+        out.append(record.BatchNormRecorder(directory))
+    return out
+
+
 def _diagnose(history: dict, train_eval: dict, test: dict) -> list[str]:
     notes = []
     fit_acc = history.get("accuracy")
@@ -140,6 +189,18 @@ def _diagnose(history: dict, train_eval: dict, test: dict) -> list[str]:
             f"images vs {test['accuracy']:.1%} on the test split."
         )
     return notes
+
+
+def _export_tensorboard(run_dir: Path) -> list[str]:
+    from kerasft.errors import KerasftError
+    from kerasft.record.tensorboard_export import export_tensorboard
+
+    try:
+        logdir = export_tensorboard(run_dir)
+    except KerasftError as e:
+        return [f"no TensorBoard export: {e}"]
+    print(f"kerasft: TensorBoard logs in {logdir} (tensorboard --logdir {run_dir.parent})")
+    return []
 
 
 def train(
@@ -186,6 +247,7 @@ def train(
         if splits.validation is not None and len(splits.validation)
         else None
     )
+    recorders = make_recorders(cfg, splits, run_dir)
     phases = make_phases(cfg.plan, cfg.train)
     phase_records = []
     history: dict = {}
@@ -246,6 +308,7 @@ def train(
                         run_dir / "checkpoints", cfg.train.checkpoint_every
                     ),
                     keras.callbacks.TerminateOnNaN(),
+                    *recorders,
                 ],
             )
             for key, values in fit.history.items():
@@ -281,6 +344,11 @@ def train(
                 "warnings": warnings,
             },
         )
+        from kerasft.backend.gradient_tap import GradientTap
+
+        tap = getattr(model.optimizer, "_kerasft_gradient_tap", None)
+        if isinstance(tap, GradientTap):
+            tap.detach()  # keep the tap's variables out of model.keras
         final = run_dir / "model.keras"
         model.save(run_dir / ".model.tmp.keras")
         os.replace(run_dir / ".model.tmp.keras", final)
@@ -303,6 +371,8 @@ def train(
         status.update(state="failed", error=f"{type(e).__name__}: {e}")
         write_json(run_dir / "status.json", status)
         raise
+    if recorders and cfg.record.tensorboard:
+        warnings += _export_tensorboard(run_dir)
     seconds = time.perf_counter() - t0
     status.update(state="completed", seconds=round(seconds, 1))
     write_json(run_dir / "status.json", status)

@@ -1,0 +1,223 @@
+"""Loss and gradients of a model in inference mode, on any Keras backend.
+
+Keras 3 has no backend-neutral "gradient of this loss" call, so this module
+holds the three framework-specific versions side by side. They all compute the
+same thing: the mean sparse categorical cross-entropy of the model's logits,
+with the model called with ``training=False`` (BatchNorm on its moving
+statistics, dropout off) so the number is deterministic and the three backends
+can be compared with each other.
+
+Frameworks are imported late, inside the branch for the active backend, as in
+`kerasft.backend`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+
+def sync_state(model: Any) -> None:
+    """Makes the model's `keras.Variable`s hold the current values.
+
+    Under JAX, `fit` keeps the live weights in its own state and writes them
+    back to the `keras.Variable`s only at certain points, so a callback that
+    reads weights mid-epoch would see stale values. Torch and TensorFlow
+    update the variables in place, so there is nothing to do there.
+
+    Args:
+        model: a Keras model (or anything; non-models are ignored).
+
+    Example:
+        >>> sync_state(model)  # in a callback, before model.get_weights()
+    """
+    import keras
+
+    if keras.backend.backend() != "jax":
+        return
+    sync = getattr(model, "jax_state_sync", None)
+    if callable(sync):
+        # A no-op outside fit or when already synced (checked by Keras).
+        sync()
+
+
+def loss_and_gradients(
+    model: Any,
+    x: np.ndarray,
+    y: np.ndarray,
+    variables: Sequence[Any],
+) -> tuple[float, list[np.ndarray]]:
+    """Mean cross-entropy of a logits model and its gradient, in inference mode.
+
+    The loss is `keras.losses.SparseCategoricalCrossentropy(from_logits=True)`
+    over the batch (mean over examples), with the model called with
+    ``training=False``. Gradients are taken with respect to every variable in
+    `variables`, including frozen ones (``trainable=False``). No variable's
+    value or trainable flag is changed and BatchNorm moving statistics are not
+    updated. Under JAX the model's state is synced first (see `sync_state`),
+    so mid-`fit` calls see the live weights as on the other backends.
+
+    Args:
+        model: a built Keras 3 model whose output is logits of shape
+            ``(N, num_classes)``.
+        x: a batch of inputs the model accepts, e.g. float32 ``(N, H, W, C)``.
+        y: integer class labels, shape ``(N,)``.
+        variables: the `keras.Variable`s to differentiate with respect to;
+            they must belong to `model`.
+
+    Returns:
+        ``(loss, grads)``: the loss as a Python float and one float32 numpy
+        array per entry of `variables`, in the same order and shapes. A
+        variable the loss does not depend on gets zeros.
+
+    Raises:
+        ValueError: a variable is not one of the model's variables (JAX), or
+            the backend is not supported.
+
+    Example:
+        >>> model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(3)])
+        >>> x = np.random.rand(4, 5).astype("float32")
+        >>> y = np.array([0, 2, 1, 0])
+        >>> loss, (dw, db) = loss_and_gradients(model, x, y, model.weights)
+        >>> dw.shape, db.shape
+        ((5, 3), (3,))
+    """
+    import keras
+
+    variables = list(variables)
+    # Differentiate each distinct variable once: a variable listed twice
+    # would otherwise confuse the JAX substitution (only one copy would be
+    # traced) and costs nothing to handle the same way on every backend.
+    unique: list[Any] = []
+    slot_of: dict[int, int] = {}
+    for v in variables:
+        if id(v) not in slot_of:
+            slot_of[id(v)] = len(unique)
+            unique.append(v)
+
+    backend = keras.backend.backend()
+    impl: dict[str, Callable[..., tuple[float, list[np.ndarray]]]] = {
+        "tensorflow": _tensorflow,
+        "torch": _torch,
+        "jax": _jax,
+    }
+    if backend not in impl:
+        raise ValueError(f"loss_and_gradients: unsupported backend {backend!r}")
+    loss, grads = impl[backend](model, x, y, unique)
+    return loss, [grads[slot_of[id(v)]] for v in variables]
+
+
+def _loss(logits: Any, y: Any) -> Any:
+    """The mean cross-entropy, in float32 even under a mixed-precision policy."""
+    import keras
+
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    return loss(y, keras.ops.cast(logits, "float32"))
+
+
+def _as_float32(grad: Any, variable: Any) -> np.ndarray:
+    """A gradient as float32 numpy, zeros where the framework gave None."""
+    if grad is None:
+        return np.zeros(tuple(variable.shape), dtype=np.float32)
+    return np.asarray(grad, dtype=np.float32).reshape(tuple(variable.shape))
+
+
+def _tensorflow(
+    model: Any, x: np.ndarray, y: np.ndarray, variables: list[Any]
+) -> tuple[float, list[np.ndarray]]:
+    import tensorflow as tf
+
+    # `.value` is the underlying tf.Variable (outside an autocast scope).
+    sources = [v.value for v in variables]
+    xt = tf.convert_to_tensor(x)
+    yt = tf.convert_to_tensor(y)
+    # watch_accessed_variables=False + explicit watch: frozen variables are
+    # non-trainable tf.Variables, which the tape would not watch by itself,
+    # and nothing but the requested variables needs recording.
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+        for s in sources:
+            tape.watch(s)
+        loss = _loss(model(xt, training=False), yt)
+    grads = tape.gradient(loss, sources)
+    return float(loss.numpy()), [
+        _as_float32(None if g is None else tf.convert_to_tensor(g).numpy(), v)
+        for g, v in zip(grads, variables)
+    ]
+
+
+def _torch(
+    model: Any, x: np.ndarray, y: np.ndarray, variables: list[Any]
+) -> tuple[float, list[np.ndarray]]:
+    import keras
+    import torch
+
+    # `.value` is the torch.nn.Parameter the layers compute with. Its
+    # requires_grad mirrors `trainable`, so frozen ones would not be on the
+    # autograd graph; enable it on the tensor only (not via `trainable`,
+    # which callers may be watching) and put it back afterwards.
+    params = [v.value for v in variables]
+    saved = [p.requires_grad for p in params]
+    try:
+        for p in params:
+            p.requires_grad_(True)
+        # enable_grad: the caller may be inside a no_grad block (e.g. code
+        # running under predict/evaluate).
+        with torch.enable_grad():
+            xt = keras.ops.convert_to_tensor(x)
+            yt = keras.ops.convert_to_tensor(y)
+            loss = _loss(model(xt, training=False), yt)
+            # autograd.grad refuses an empty input list; the loss alone is
+            # a legitimate request (e.g. for a finite difference).
+            grads = (
+                torch.autograd.grad(loss, params, allow_unused=True)
+                if params else ()
+            )
+    finally:
+        for p, flag in zip(params, saved):
+            p.requires_grad_(flag)
+    return float(loss.detach().cpu().item()), [
+        _as_float32(None if g is None else g.detach().cpu().numpy(), v)
+        for g, v in zip(grads, variables)
+    ]
+
+
+def _jax(
+    model: Any, x: np.ndarray, y: np.ndarray, variables: list[Any]
+) -> tuple[float, list[np.ndarray]]:
+    import jax
+    import jax.numpy as jnp
+
+    # The keras.Variables lag behind fit's own state under JAX.
+    sync_state(model)
+    trainable = list(model.trainable_variables)
+    non_trainable = list(model.non_trainable_variables)
+    # Map by identity: keras.Variable.__eq__ is elementwise on values.
+    where: dict[int, tuple[int, int]] = {}
+    for i, v in enumerate(trainable):
+        where[id(v)] = (0, i)
+    for i, v in enumerate(non_trainable):
+        where.setdefault(id(v), (1, i))
+    missing = [v.path for v in variables if id(v) not in where]
+    if missing:
+        raise ValueError(
+            f"loss_and_gradients: not variables of the model: {missing}"
+        )
+    base = ([v.value for v in trainable], [v.value for v in non_trainable])
+    xj = jnp.asarray(x)
+    yj = jnp.asarray(y)
+
+    def loss_of(requested: list[Any]) -> Any:
+        values = (list(base[0]), list(base[1]))
+        for v, value in zip(variables, requested):
+            group, index = where[id(v)]
+            values[group][index] = value
+        # stateless_call leaves the variables alone; the updated
+        # non-trainable state it returns (unchanged in inference) is dropped.
+        logits, _ = model.stateless_call(
+            values[0], values[1], xj, training=False
+        )
+        return _loss(logits, yj)
+
+    loss, grads = jax.value_and_grad(loss_of)([v.value for v in variables])
+    return float(loss), [_as_float32(g, v) for g, v in zip(grads, variables)]

@@ -1,0 +1,97 @@
+"""Gradients of the real training steps: norms every N steps, histograms."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kerasft.backend.gradient_tap import GradientTap
+from kerasft.record import store
+from kerasft.record.recorder import Recorder, tracked_variables
+
+
+class GradientRecorder(Recorder):
+    """Records the gradients the optimizer applies, on any backend.
+
+    Every `every_steps` training steps it appends each variable's gradient
+    L2 norm to ``grad_norms.csv``; at each epoch end it writes
+    ``gradients/epoch-NNNN.npz``: histograms (bins fixed from the first
+    recorded step) and stats of a fixed sample of at most
+    `store.GRADIENT_SAMPLE` entries per variable, from the epoch's last
+    step (``l2`` is the full gradient's norm). Norms and samples are taken
+    on the device by a `GradientTap` on the optimizer; frozen variables read
+    as empty cells. There is no epoch 0 (no step has run).
+
+    Args:
+        directory: the store directory (``<run>/record``).
+        every_steps: norm rows every this many steps. Defaults to `50`.
+        every_epochs: histograms every this many epochs. Defaults to `1`.
+        seed: picks the sampled entries. Defaults to `0`.
+
+    Example:
+
+    ```python
+    model.fit(ds, epochs=2, callbacks=[GradientRecorder("run/record", 10)])
+    ```
+    """
+
+    kind = "gradients"
+    records_epoch_zero = False
+
+    def __init__(self, directory, every_steps: int = 50, every_epochs: int = 1,
+                 seed: int = 0):
+        super().__init__(directory, every_epochs)
+        self.every_steps = every_steps
+        self.seed = seed
+        self._step = 0
+        self._table = None
+        self.tap = None
+
+    def on_train_begin(self, logs=None):
+        variables = tracked_variables(self.model)
+        self.tap = GradientTap.attach(
+            self.model.optimizer, variables, store.GRADIENT_SAMPLE, self.seed
+        )
+        if self._table is None:
+            self._table = store.TableWriter(
+                self.directory / "grad_norms.csv",
+                ["step", "epoch", *self.tap.names],
+            )
+        self._epoch = 0
+        super().on_train_begin(logs)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._step += 1
+        if self._step % self.every_steps == 0:
+            from kerasft.backend.gradients import sync_state
+
+            sync_state(self.model)
+            norms = self.tap.read_norms()
+            row = {"step": self._step, "epoch": self._epoch + 1}
+            row.update(
+                (n, None if np.isnan(x) else float(x))
+                for n, x in zip(self.tap.names, norms)
+            )
+            self._table.write(row)
+
+    def record(self, epoch: int) -> None:
+        norms = self.tap.read_norms()
+        samples = self.tap.read_samples()
+        keep = [i for i, n in enumerate(norms) if np.isfinite(n)]
+        if not keep:
+            return
+        names = [self.tap.names[i] for i in keep]
+        arrays = [samples[i] for i in keep]
+        out = self.histograms(names, arrays)
+        out["stats"][:, store.STAT_NAMES.index("l2")] = norms[keep]
+        out["step"] = np.array(self._step)
+        store.write_npz(self.kind_dir / store.record_name(epoch), **out)
+
+    def on_train_end(self, logs=None):
+        if self._table is not None:
+            self._table.close()
+            self._table = store.TableWriter(
+                self._table.path, self._table.columns
+            )

@@ -1,0 +1,110 @@
+"""The base class of the recorders: epoch bookkeeping and the store path."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from kerasft.record import store
+
+
+def tracked_variables(model: keras.Model) -> list:
+    """The variables recorders follow: every weight except BN statistics.
+
+    BatchNorm moving mean/variance are not learned by gradient descent;
+    `BatchNormRecorder` follows them instead. Frozen layers' variables are
+    included, so a variable keeps its place when a phase unfreezes it.
+    """
+    skip = set()
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            skip.update(id(v) for v in (layer.moving_mean, layer.moving_variance))
+    return [v for v in model.weights if id(v) not in skip]
+
+
+def to_numpy(value) -> np.ndarray:
+    return np.asarray(keras.ops.convert_to_numpy(value))
+
+
+class Recorder(keras.callbacks.Callback):
+    """Writes one kind of record into a run store, per epoch.
+
+    Subclasses implement `record(epoch)`; it runs once before the first
+    training step (epoch 0, if the store has no epoch 0 yet) and after every
+    `every_epochs`-th epoch. Later `fit` calls (phases) continue the
+    numbering because Keras passes absolute epoch numbers.
+
+    Args:
+        directory: the store directory (``<run>/record``).
+        every_epochs: record every this many epochs. Defaults to `1`.
+    """
+
+    kind = ""
+
+    def __init__(self, directory: str | os.PathLike, every_epochs: int = 1):
+        super().__init__()
+        self.directory = Path(directory)
+        self.every_epochs = every_epochs
+
+    @property
+    def kind_dir(self) -> Path:
+        return self.directory / self.kind
+
+    def has_epoch(self, epoch: int) -> bool:
+        return (self.kind_dir / store.record_name(epoch)).exists()
+
+    def on_train_begin(self, logs=None):
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if self.records_epoch_zero and not self.has_epoch(0):
+            self.record(0)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (epoch + 1) % self.every_epochs == 0:
+            from kerasft.backend.gradients import sync_state
+
+            sync_state(self.model)
+            self.record(epoch + 1)
+
+    records_epoch_zero = True
+
+    def record(self, epoch: int) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # helpers shared by the histogram kinds
+
+    def edges_for(self, names: list[str], arrays: list[np.ndarray]) -> np.ndarray:
+        """The fixed bin edges of `names`, set from `arrays` the first time.
+
+        Names seen for the first time later (a layer that joins) get edges
+        from their first values; existing edges never change.
+        """
+        path = self.kind_dir / "bins.npz"
+        known = {}
+        if path.exists():
+            saved = store._load_npz(path)
+            known = dict(zip(saved["names"].tolist(), saved["edges"]))
+        missing = [n for n in names if n not in known]
+        if missing:
+            for n, a in zip(names, arrays):
+                if n in missing:
+                    known[n] = store.fixed_edges(a)
+            all_names = list(known)
+            store.write_npz(
+                path,
+                names=np.array(all_names),
+                edges=np.stack([known[n] for n in all_names]),
+            )
+        return np.stack([known[n] for n in names])
+
+    def histograms(self, names, arrays) -> dict[str, np.ndarray]:
+        edges = self.edges_for(names, arrays)
+        return {
+            "names": np.array(names),
+            "counts": np.stack(
+                [store.histogram(a, e) for a, e in zip(arrays, edges)]
+            ),
+            "stats": np.stack([store.summary_stats(a) for a in arrays]),
+        }
