@@ -130,10 +130,11 @@ class GradientTap:
         """
         opt = self.optimizer
         opt.__dict__.pop("apply", None)  # back to the class's method
-        # In place: the optimizer's tracker holds this very list. Compare by
-        # identity (a Keras variable's == is element-wise).
-        opt._variables[:] = [
-            v for v in opt._variables if all(v is not o for o in self._own)
-        ]
+        # In place (the optimizer's tracker holds this very list, wrapped by
+        # TensorFlow's tracking), by identity (a variable's == is
+        # element-wise), from the end so indices stay valid.
+        for i in reversed(range(len(opt._variables))):
+            if any(opt._variables[i] is o for o in self._own):
+                del opt._variables[i]
         if getattr(opt, _ATTR, None) is self:
             delattr(opt, _ATTR)
