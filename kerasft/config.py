@@ -182,7 +182,8 @@ class RecordConfig:
         every_steps: gradient norms and update ratios every this many steps.
         scalars_every_steps: per-step loss/metrics/lr/images-per-second rows.
         weights, gradients, update_ratios, activations, embeddings,
-        probe_gradients, batchnorm, scalars: switch each kind on or off.
+        probe_gradients, batchnorm, feature_maps, scalars: switch each
+            kind on or off.
         weights_every_steps: weight histograms every this many steps too
             (`null` = per epoch only).
         probe_size: images in the probe batch (activations, gradients).
@@ -200,6 +201,7 @@ class RecordConfig:
     embeddings: bool = True
     probe_gradients: bool = True
     batchnorm: bool = True
+    feature_maps: bool = True
     scalars: bool = True
     weights_every_steps: int | None = None
     probe_size: int = 32

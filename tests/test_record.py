@@ -41,7 +41,8 @@ def test_store_holds_all_eight_kinds_shaped_and_finite(recorded_run):
     # 1 weights, 2 gradients, 4 activations, 5 embeddings,
     # 6 probe gradients, 7 batchnorm; 3 update ratios and 8 scalars: tables
     assert set(run.records) == {"weights", "gradients", "activations",
-                                "embeddings", "probe_gradients", "batchnorm"}
+                                "embeddings", "probe_gradients", "batchnorm",
+                                "feature_maps"}
     assert set(run.tables) == {"scalars", "grad_norms", "update_ratios"}
     w = run.records["weights"]
     assert w.epochs == [0, 1, 2]
@@ -83,6 +84,12 @@ def test_store_holds_all_eight_kinds_shaped_and_finite(recorded_run):
     assert bn[1]["mean_drift"].max() == 0
     moved = dict(zip(bn[2]["names"], bn[2]["mean_drift"]))
     assert moved["conv5_block1_1_bn"] > 0 and moved["conv2_block1_1_bn"] == 0
+
+    fm = run.records["feature_maps"][2]
+    assert fm["filters"].shape == (7, 7, 3, 64)
+    assert fm["image"].shape == (32, 32, 3) and fm["image"].dtype == np.uint8
+    assert fm["maps/conv1_relu"].shape == (16, 16, 16)
+    assert fm["maps/conv5_block3_out"].shape == (1, 1, 16)
 
     steps = run.tables["scalars"]
     assert list(steps["step"]) == [1, 2, 3, 4]

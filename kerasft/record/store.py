@@ -27,6 +27,8 @@ B bins, over-flow -- and ``stats`` (V, len(STAT_NAMES)); plus:
 - ``batchnorm``: ``names`` (L,), ``mean_drift`` and ``var_drift`` (L,):
   ||m_t - m_0|| / ||m_0|| of moving mean and variance, and
   ``moving_mean_avg``/``moving_var_avg`` (L,).
+- ``feature_maps``: ``filters`` (the first conv kernel), ``image`` (uint8
+  probe image), ``layers`` and ``maps/<layer>`` (H, W, C') float16.
 
 Tables: ``scalars.csv`` (step, epoch, loss, metrics, learning_rate,
 images_per_second), ``grad_norms.csv`` and ``update_ratios.csv`` (step,
@@ -58,6 +60,7 @@ KINDS = (
     "probe_gradients",
     "embeddings",
     "batchnorm",
+    "feature_maps",
 )
 TABLES = ("scalars", "grad_norms", "update_ratios")
 STAT_NAMES = (

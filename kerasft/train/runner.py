@@ -168,7 +168,58 @@ def make_recorders(cfg: RunConfig, splits: DataSplits, run_dir: Path) -> list:
         out.append(record.EmbeddingRecorder(directory, emb.x, emb.y))
     if r.batchnorm:
         out.append(record.BatchNormRecorder(directory))
+    if r.feature_maps:
+        image = source.subset(idx[:1]).images.take(
+            np.arange(1), cfg.data.image_size)[0]
+        out.append(record.FeatureMapRecorder(directory, probe.x[:1], image))
     return out
+
+
+def layer_table(model: keras.Model) -> list[dict]:
+    """One entry per layer with weights: name, class, stage, parameters."""
+    from kerasft.model import stage_of
+
+    rows = []
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        rows.append({
+            "name": layer.name,
+            "class": type(layer).__name__,
+            "stage": stage_of(layer.name),
+            "params": int(sum(int(np.prod(v.shape)) for v in layer.weights)),
+            "batchnorm": isinstance(layer, keras.layers.BatchNormalization),
+        })
+    return rows
+
+
+def save_test_predictions(
+    model: keras.Model, cfg: RunConfig, splits: DataSplits, path: Path,
+    top: int = 24,
+) -> dict:
+    """Predicts the test split; saves labels, probabilities, per-image loss
+    and the `top` highest-loss images (uint8) for the report."""
+    batches = _batches(cfg, splits.test, False)
+    logits = model.predict(batches, verbose=0)
+    logits = np.asarray(logits, dtype=np.float64)
+    z = logits - logits.max(axis=1, keepdims=True)
+    probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    labels = splits.test.labels[: len(probs)]
+    loss = -np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1))
+    worst = np.argsort(-loss)[:top]
+    images = splits.test.images.take(worst, cfg.data.image_size)
+    from kerasft.record.store import write_npz
+
+    write_npz(
+        path,
+        labels=labels.astype(np.int64),
+        probs=probs.astype(np.float32),
+        loss=loss.astype(np.float32),
+        top_loss_indices=worst.astype(np.int64),
+        top_loss_images=images,
+    )
+    return {"accuracy": float(np.mean(probs.argmax(1) == labels)),
+            "loss": float(loss.mean())}
 
 
 def _diagnose(history: dict, train_eval: dict, test: dict) -> list[str]:
@@ -239,6 +290,7 @@ def train(
     write_json(run_dir / "env.json", environment(cfg))
     write_json(run_dir / "data.json", _data_record(splits))
     model.save_weights(run_dir / "initial.weights.h5")
+    write_json(run_dir / "layers.json", layer_table(model))
 
     steps = cfg.train.steps_per_epoch
     train_batches = _batches(cfg, splits.train, True, steps)
@@ -330,6 +382,7 @@ def train(
         train_eval = model.evaluate(
             _batches(cfg, sub, False), verbose=0, return_dict=True
         )
+        save_test_predictions(model, cfg, splits, run_dir / "test_predictions.npz")
         test = {k: float(v) for k, v in test.items()}
         train_eval = {k: float(v) for k, v in train_eval.items()}
         warnings = _diagnose(history, train_eval, test)
