@@ -115,6 +115,19 @@ def _build_parser() -> argparse.ArgumentParser:
         choices=BACKENDS,
         help="Keras backend to use (default: KERAS_BACKEND, else tensorflow)",
     )
+    t.add_argument(
+        "--init-from",
+        metavar="RUN_DIR_OR_FILE",
+        help=(
+            "start from exactly these weights: a run directory (its "
+            "initial.weights.h5) or a weights file; for comparing backends"
+        ),
+    )
+    t.add_argument(
+        "--no-report",
+        action="store_true",
+        help="do not render the HTML report at the end",
+    )
     g = t.add_argument_group("shorthands for config keys")
     g.add_argument("--epochs", type=int, help="train.epochs")
     g.add_argument("--steps-per-epoch", type=int, help="train.steps_per_epoch")
@@ -131,7 +144,65 @@ def _build_parser() -> argparse.ArgumentParser:
     g.add_argument("--optimizer", help="optimizer.name: sgd, adam or adamw")
     g.add_argument("--seed", type=int, help="seed")
     g.add_argument("--name", help="run name (part of the run directory name)")
+    r = sub.add_parser(
+        "report",
+        help="render a run's figures and HTML report",
+        description=(
+            "Render RUN_DIR/report/: PNG figures of every recorded view and "
+            "one static index.html that works offline from the file system."
+        ),
+    )
+    r.add_argument("run_dir", metavar="RUN_DIR", help="a run directory")
+    r.add_argument("--open", action="store_true",
+                   help="open index.html in the default web browser")
+    r.add_argument("--all-layers", action="store_true",
+                   help="every layer in per-layer figures (default: a selection)")
+    r.add_argument("--embeddings-every-epoch", action="store_true",
+                   help="one embedding panel per epoch (default: start vs end)")
     return parser
+
+
+def _init_weights(value: str) -> str:
+    """The weights file behind --init-from (a run directory or a file)."""
+    path = Path(os.path.expanduser(value))
+    if path.is_dir():
+        file = path / "initial.weights.h5"
+        if not file.is_file():
+            raise ConfigError(
+                "--init-from: expected a run directory holding "
+                f"initial.weights.h5, or a weights file. Received: {value!r} "
+                "(a directory without initial.weights.h5)"
+            )
+        return str(file.resolve())
+    if not path.is_file():
+        raise ConfigError(
+            "--init-from: expected a run directory or a weights file. "
+            f"Received: {value!r} (no such file or directory)"
+        )
+    return str(path.resolve())
+
+
+def _report(args: argparse.Namespace) -> int:
+    from kerasft.render import RenderOptions, render_report
+
+    report = render_report(
+        args.run_dir,
+        RenderOptions(
+            all_layers=args.all_layers,
+            embeddings_every_epoch=args.embeddings_every_epoch,
+        ),
+    )
+    for w in report.warnings:
+        print(f"kerasft: warning: {w}")
+    print(
+        f"kerasft: report with {len(report.figures)} figures in "
+        f"{report.seconds:.1f} s: {report.index}"
+    )
+    if args.open:
+        import webbrowser
+
+        webbrowser.open(report.index.resolve().as_uri())
+    return 0
 
 
 def _choose_backend(requested: str | None) -> None:
@@ -177,13 +248,15 @@ def _train(args: argparse.Namespace) -> int:
         value = getattr(args, flag)
         if value is not None:
             overrides.append(f"{key}={value}")
+    if args.init_from:
+        overrides.append(f"model.weights={_init_weights(args.init_from)}")
     cfg = load_config(path, overrides)
     _choose_backend(args.backend)
     _check_backend_installed()
 
     from kerasft.train import train
 
-    result = train(cfg, out=args.out)
+    result = train(cfg, out=args.out, report=not args.no_report)
     acc = result.test.get("accuracy")
     print(
         f"kerasft: test accuracy {acc:.4f}, test loss "
@@ -195,6 +268,8 @@ def _train(args: argparse.Namespace) -> int:
     )
     for w in result.warnings:
         print(f"kerasft: warning: {w}")
+    if result.report is not None:
+        print(f"kerasft: report {result.report}")
     print(f"kerasft: run directory {result.run_dir}")
     return 0
 
@@ -215,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "train":
             return _train(args)
+        if args.command == "report":
+            return _report(args)
     except KerasftError as e:
         print(f"Error: {e}", file=sys.stderr)
         return e.exit_code

@@ -110,3 +110,26 @@ def only_run_dir(parent: Path) -> Path:
     runs = [p for p in parent.iterdir() if p.is_dir()]
     assert len(runs) == 1, runs
     return runs[0]
+
+
+@pytest.fixture(scope="session")
+def recorded_run(tmp_path_factory):
+    """One tiny phased quickstart run with every recorder and the report.
+
+    Shared by the recorder and report tests: 2 epochs of 2 steps, epoch 1
+    head only, epoch 2 with conv4-conv5 unfrozen and BatchNorm training.
+    """
+    out = tmp_path_factory.mktemp("runs")
+    old = os.getcwd()
+    os.chdir(REPO)
+    try:
+        r = run_cli(["train", "-c", "quickstart", "--epochs", "2", *TINY,
+                     "--plan", "phased", "--set", "plan.head_epochs=1",
+                     "--set", "plan.batchnorm=train",
+                     "--set", "record.every_steps=1",
+                     "--set", "record.embedding_size=12",
+                     "--set", "record.probe_size=8", "--out", out])
+    finally:
+        os.chdir(old)
+    assert r.code == 0, r
+    return only_run_dir(out)

@@ -13,7 +13,8 @@ class BatchNormRecorder(Recorder):
     """Records how far each BN layer's moving mean and variance moved.
 
     Writes ``batchnorm/epoch-NNNN.npz`` with ``names`` (BN layer names),
-    ``mean_drift`` and ``var_drift`` (||m_t - m_0|| / ||m_0||), and
+    ``mean_drift`` and ``var_drift`` (||m_t - m_0|| / ||m_0||; NaN for a
+    moving mean that started at 0, as from random init), and
     ``moving_mean_avg``/``moving_var_avg``. Frozen (inference-mode) BN
     layers read 0 drift: that is the point of freezing them.
 
@@ -50,8 +51,7 @@ class BatchNormRecorder(Recorder):
         if not self._layers:
             return
 
-        def drift(a, a0):
-            return np.linalg.norm(a - a0) / max(np.linalg.norm(a0), 1e-12)
+        from kerasft.record.weight_recorder import relative_change as drift
 
         means = [to_numpy(l.moving_mean) for l in self._layers]
         vars_ = [to_numpy(l.moving_variance) for l in self._layers]

@@ -16,7 +16,8 @@ Kinds (`KINDS`) and their arrays: every histogram kind holds ``names`` (V,)
 (Keras variable or layer paths), ``counts`` (V, B+2) int64 -- under-flow,
 B bins, over-flow -- and ``stats`` (V, len(STAT_NAMES)); plus:
 
-- ``weights``: ``rel_change`` (V,) = ||W_t - W_0|| / ||W_0||.
+- ``weights``: ``rel_change`` (V,) = ||W_t - W_0|| / ||W_0|| (NaN where
+  W_0 = 0, e.g. biases).
 - ``gradients``: gradients of the last training step of the epoch, from a
   fixed seeded sample of at most `GRADIENT_SAMPLE` entries per variable.
 - ``activations``: probe-batch block outputs; ``dead_fraction`` (V,) share

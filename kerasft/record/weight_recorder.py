@@ -8,13 +8,23 @@ from kerasft.record import store
 from kerasft.record.recorder import Recorder, to_numpy, tracked_variables
 
 
+def relative_change(now: np.ndarray, start: np.ndarray) -> float:
+    """||now - start|| / ||start||; NaN where the tensor started at 0
+    (biases, BN betas and moving means), for which it is undefined."""
+    base = np.linalg.norm(start.ravel())
+    if base == 0:
+        return float("nan")
+    return float(np.linalg.norm((now - start).ravel()) / base)
+
+
 class WeightRecorder(Recorder):
     """Records every weight tensor's histogram, stats and drift from the start.
 
     Per epoch (and every `every_steps` steps if given) it writes
     ``weights/epoch-NNNN.npz`` with ``names`` (variable paths), ``counts``
     over bins fixed from the initial values, ``stats`` (`STAT_NAMES`) and
-    ``rel_change`` = ||W_t - W_0|| / ||W_0||. Epoch 0 is the initial model.
+    ``rel_change`` = ||W_t - W_0|| / ||W_0|| (NaN for tensors that start at
+    0, such as biases). Epoch 0 is the initial model.
 
     Args:
         directory: the store directory (``<run>/record``).
@@ -62,9 +72,6 @@ class WeightRecorder(Recorder):
         arrays = [to_numpy(v) for v in self._variables]
         out = self.histograms(names, arrays)
         out["rel_change"] = np.array(
-            [
-                np.linalg.norm((a - a0).ravel()) / max(np.linalg.norm(a0.ravel()), 1e-12)
-                for a, a0 in zip(arrays, self._initial)
-            ]
+            [relative_change(a, a0) for a, a0 in zip(arrays, self._initial)]
         )
         store.write_npz(path, **out)

@@ -40,6 +40,7 @@ class RunResult:
         train_eval: metrics on training images in inference mode.
         seconds: wall time of the whole run.
         warnings: diagnoses worth showing the user.
+        report: the report's index.html, if one was rendered.
     """
 
     run_dir: Path
@@ -47,6 +48,7 @@ class RunResult:
     train_eval: dict
     seconds: float
     warnings: list
+    report: Path | None = None
 
 
 def make_optimizer(
@@ -75,6 +77,22 @@ class _SyncEpoch(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.batches.set_epoch(epoch)
+
+
+def weights_fingerprint(model: keras.Model) -> str:
+    """sha256 over every variable's path and float32 bytes, in model order.
+
+    The same weights give the same fingerprint on every backend, so two
+    runs can be checked for "same start" without loading their files.
+    """
+    import hashlib
+
+    h = hashlib.sha256()
+    for v in model.weights:
+        h.update(v.path.encode())
+        h.update(np.ascontiguousarray(
+            keras.ops.convert_to_numpy(v), dtype=np.float32).tobytes())
+    return h.hexdigest()
 
 
 def environment(cfg: RunConfig) -> dict:
@@ -258,6 +276,7 @@ def train(
     cfg: RunConfig,
     out: str | os.PathLike = "runs",
     splits: DataSplits | None = None,
+    report: bool = True,
 ) -> RunResult:
     """Runs a whole fine-tuning run and writes its run directory.
 
@@ -266,6 +285,7 @@ def train(
         out: parent folder of the run directory. Defaults to `"runs"`.
         splits: data to use instead of `cfg.data` (for library users with
             their own arrays). Defaults to loading `cfg.data`.
+        report: render ``<run>/report/`` at the end. Defaults to `True`.
 
     Returns:
         A `RunResult`.
@@ -287,7 +307,10 @@ def train(
     status = {"state": "running", "epochs_done": 0}
     write_json(run_dir / "status.json", status)
     save_config(cfg, run_dir / "config.yaml")
-    write_json(run_dir / "env.json", environment(cfg))
+    env = environment(cfg)
+    env["initial_weights_sha256"] = weights_fingerprint(model)
+    env["initial_weights_source"] = cfg.model.weights
+    write_json(run_dir / "env.json", env)
     write_json(run_dir / "data.json", _data_record(splits))
     model.save_weights(run_dir / "initial.weights.h5")
     write_json(run_dir / "layers.json", layer_table(model))
@@ -429,4 +452,11 @@ def train(
     seconds = time.perf_counter() - t0
     status.update(state="completed", seconds=round(seconds, 1))
     write_json(run_dir / "status.json", status)
-    return RunResult(run_dir, test, train_eval, seconds, warnings)
+    index = None
+    if report:
+        # Rendering reads only the finished run directory (record, then
+        # render); it never sees the model or the data.
+        from kerasft.render import render_report
+
+        index = render_report(run_dir).index
+    return RunResult(run_dir, test, train_eval, seconds, warnings, index)

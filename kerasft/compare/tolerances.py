@@ -1,0 +1,123 @@
+"""What "torch, tensorflow and jax agree" means, in numbers.
+
+Two runs of the same config from the same initial weights file, with the
+same data order (numpy, by seed) and the same probe set, are compared. The
+tolerances, and why:
+
+* **Epoch-0 weight histograms: identical** (every count equal). The weights
+  come from one file and the histograms are computed by the same numpy code
+  on the same bins; any difference means a recorder or the weight loading
+  differs between backends.
+* **Epoch-0 probe activations: relative difference <= 1e-4 per block**
+  (of each block's output L2 norm, mean and std over the probe batch). The
+  forward pass is the same maths in float32; the backends only order their
+  reductions differently (float32 epsilon 1.2e-7, accumulated over ~50
+  blocks). transformers' PyTorch/TensorFlow equivalence tests allow
+  1e-5 to 5e-4 max-abs on outputs; 1e-4 relative sits in that range.
+* **Epoch-0 probe gradients: relative difference <= 1e-3 per layer** (of
+  each variable's gradient L2 norm, mean and std). Backward passes
+  accumulate more round-off than forward ones, one order of magnitude more
+  room than activations.
+* **After one short epoch of SGD** (same batches, same order), the runs
+  drift apart through chaotic float32 round-off, so the bounds are
+  measured, not derived: `LOSS_AFTER_EPOCH_REL` on the epoch's training
+  and validation loss (Keras's own cross-framework numerical test compares
+  metrics after one epoch at atol 1e-3), and `HIST_AFTER_EPOCH_BINS`, the
+  per-layer 1-D Wasserstein distance between weight histograms in units of
+  the fixed bin width. The values below are about 10x the largest
+  divergence measured between any two backends for the tiny quickstart
+  configuration of the parity test (numbers in the README).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from kerasft.compare.metrics import stat, wasserstein_fixed_bins
+
+ACTIVATION_EPOCH0_REL = 1e-4
+PROBE_GRADIENT_EPOCH0_REL = 1e-3
+LOSS_AFTER_EPOCH_REL = 1e-3
+HIST_AFTER_EPOCH_BINS = 0.05
+
+
+@dataclass
+class Check:
+    """One tolerance check between two runs."""
+
+    name: str
+    value: float
+    tolerance: float
+    where: str
+
+    @property
+    def ok(self) -> bool:
+        return bool(np.isfinite(self.value) and self.value <= self.tolerance)
+
+    def __str__(self) -> str:
+        verdict = "ok" if self.ok else "FAILS"
+        return (f"{self.name}: {self.value:.3g} (tolerance {self.tolerance:g}) "
+                f"at {self.where}: {verdict}")
+
+
+def _rel(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return np.abs(a - b) / np.maximum(np.abs(a), 1e-12)
+
+
+def _worst(names, values, name, tol) -> Check:
+    values = np.asarray(values, dtype=np.float64)
+    i = int(np.nanargmax(values)) if np.isfinite(values).any() else 0
+    return Check(name, float(values[i]) if len(values) else float("nan"),
+                 tol, str(names[i]) if len(names) else "-")
+
+
+def parity_checks(a, b) -> list[Check]:
+    """Every tolerance above, for runs `a` and `b` (from `load_run`)."""
+    checks = []
+    wa, wb = a.records.get("weights"), b.records.get("weights")
+    if wa is not None and wb is not None and 0 in wa.epochs and 0 in wb.epochs:
+        ra, rb = wa[0], wb[0]
+        diff = np.abs(ra["counts"] - rb["counts"]).sum(axis=1)
+        checks.append(_worst(ra["names"], diff,
+                             "epoch-0 weight histogram count difference", 0))
+    aa, ab = a.records.get("activations"), b.records.get("activations")
+    if aa is not None and ab is not None:
+        ra, rb = aa[0], ab[0]
+        for s in ("l2", "mean", "std"):
+            checks.append(_worst(ra["names"], _rel(stat(ra, s), stat(rb, s)),
+                                 f"epoch-0 probe activation {s} rel. diff",
+                                 ACTIVATION_EPOCH0_REL))
+    ga, gb = a.records.get("probe_gradients"), b.records.get("probe_gradients")
+    if ga is not None and gb is not None:
+        ra, rb = ga[0], gb[0]
+        checks.append(_worst(ra["names"], _rel(ra["norms"], rb["norms"]),
+                             "epoch-0 probe gradient norm rel. diff",
+                             PROBE_GRADIENT_EPOCH0_REL))
+        for s in ("mean", "std"):
+            # a gradient mean is a difference of near-equal sums: compare it
+            # relative to the gradient's spread, not to itself
+            spread = np.maximum(stat(ra, "std"), 1e-12)
+            checks.append(_worst(
+                ra["names"], np.abs(stat(ra, s) - stat(rb, s)) / spread,
+                f"epoch-0 probe gradient {s} diff / std",
+                PROBE_GRADIENT_EPOCH0_REL))
+    ma, mb = a.metrics, b.metrics
+    if len(ma.get("loss", [])) and len(mb.get("loss", [])):
+        for key in ("loss", "val_loss"):
+            if key in ma and key in mb:
+                checks.append(Check(
+                    f"epoch-1 {key} rel. diff",
+                    float(_rel(ma[key][:1], mb[key][:1])[0]),
+                    LOSS_AFTER_EPOCH_REL, "epoch 1"))
+    if wa is not None and wb is not None and 1 in wa.epochs and 1 in wb.epochs:
+        edges = wa.bins["edges"]
+        ra, rb = wa[1], wb[1]
+        dist = [wasserstein_fixed_bins(x, y, e) / (e[1] - e[0])
+                for x, y, e in zip(ra["counts"], rb["counts"], edges)]
+        checks.append(_worst(ra["names"], dist,
+                             "epoch-1 weight histogram distance (bins)",
+                             HIST_AFTER_EPOCH_BINS))
+    return checks

@@ -1,0 +1,97 @@
+"""What every figure module shares: the result type, options, helpers.
+
+A figure module exposes ``render(run, options) -> list[FigureResult]``: a
+pure function of a loaded run (`kerasft.load_run`). It never imports
+training code or a Keras backend, and uses matplotlib's object API
+(`matplotlib.figure.Figure`, no pyplot), so rendering is headless and
+leaves no global state or open figures behind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from matplotlib.figure import Figure
+
+# Report sections, in the order a person diagnoses a run.
+SECTIONS = (
+    ("curves", "Is it learning? Loss and accuracy"),
+    ("structure", "What was trained: structure and freezing"),
+    ("gradients", "Are the gradients and the learning rate healthy?"),
+    ("weights", "Which layers moved?"),
+    ("batchnorm", "BatchNorm statistics"),
+    ("activations", "Activations on the probe batch"),
+    ("embeddings", "Features: embeddings of the probe set"),
+    ("predictions", "Test predictions: where it fails"),
+    ("filters", "Filters and feature maps"),
+)
+
+DPI = 100
+
+
+@dataclass
+class RenderOptions:
+    """Choices of what to draw.
+
+    Attributes:
+        all_layers: draw every layer in per-layer figures instead of a
+            readable selection. Defaults to `False`.
+        max_layers: size of the default selection. Defaults to `12`.
+        embeddings_every_epoch: one embedding panel per recorded epoch
+            instead of start vs end. Defaults to `False`.
+    """
+
+    all_layers: bool = False
+    max_layers: int = 12
+    embeddings_every_epoch: bool = False
+
+
+@dataclass
+class FigureResult:
+    """One rendered figure.
+
+    Attributes:
+        key: file stem, unique in the report (``curves`` -> curves.png).
+        section: one of the `SECTIONS` keys.
+        title: short title shown above the figure in the report.
+        caption: what to look for, in a sentence or two (plain text).
+        figure: the matplotlib figure.
+        notes: diagnoses computed from the numbers (plain text), shown in
+            the report's summary as warnings.
+    """
+
+    key: str
+    section: str
+    title: str
+    caption: str
+    figure: Figure
+    notes: list[str] = field(default_factory=list)
+
+
+def new_figure(width: float, height: float) -> Figure:
+    """A figure with the report's look (no pyplot involved)."""
+    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    return fig
+
+
+def select_layers(names, max_n: int = 12, all_layers: bool = False) -> list[int]:
+    """Indices of a readable, depth-spread selection of `names`.
+
+    Keeps the first and the last (usually the stem and the head) and picks
+    evenly between them, in input-to-output order.
+    """
+    n = len(names)
+    if all_layers or n <= max_n:
+        return list(range(n))
+    return sorted(set(np.linspace(0, n - 1, max_n).round().astype(int)))
+
+
+def short_name(path: str) -> str:
+    """``conv4_block2_1_conv/kernel`` -> ``conv4_b2_1_conv/kernel``."""
+    return str(path).replace("_block", "_b")
+
+
+def kernels_only(names) -> list[int]:
+    """Indices of kernel variables (conv and dense), the ones worth a row."""
+    return [i for i, n in enumerate(names) if str(n).endswith("/kernel")]

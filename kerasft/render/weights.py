@@ -1,0 +1,306 @@
+"""Which layers moved: weight histograms over epochs and relative change.
+
+Two figures from the ``weights`` records (`kerasft.record.WeightRecorder`):
+
+- ``weight_histograms``: one small heat map per selected kernel variable,
+  epoch on x, weight value on y (bins fixed from the initial weights),
+  colour = share of the tensor's entries in each bin.
+- ``layer_change``: ||W_t - W_0|| / ||W_0|| for every kernel variable
+  (input to output) and epoch, on a log colour scale; variables that never
+  moved (frozen) get their own colour instead of breaking the scale.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from matplotlib import colormaps, colors, ticker
+from matplotlib.patches import Patch
+
+from kerasft.render.base import (
+    FigureResult,
+    RenderOptions,
+    kernels_only,
+    new_figure,
+    select_layers,
+    short_name,
+)
+
+SECTION = "weights"
+# Colour of cells that are exactly 0 (frozen) on a log-scaled heat map.
+FROZEN_COLOUR = "#d9d9d9"
+# Smallest share of a tensor shown on the histogram colour scale: one entry
+# in 100k; emptier bins are blank rather than stretching the scale.
+MIN_FRACTION = 1e-5
+
+
+def render(run, options: RenderOptions | None = None) -> list[FigureResult]:
+    """The ``weights`` section's figures, or [] when weights were not recorded.
+
+    Args:
+        run: a loaded run (`kerasft.load_run`).
+        options: what to draw. Defaults to `RenderOptions()`.
+
+    Returns:
+        ``weight_histograms`` and ``layer_change`` figures (each only when
+        its data is there).
+    """
+    options = options or RenderOptions()
+    kind = run.records.get("weights")
+    if kind is None or not kind.epochs:
+        return []
+    out = []
+    for draw in (weight_histograms, layer_change):
+        try:
+            result = draw(run, options)
+        except (KeyError, ValueError, IndexError):
+            # A half-written or older store must not sink the whole report.
+            result = None
+        if result is not None:
+            out.append(result)
+    return out
+
+
+# ------------------------------------------------------------------ data
+
+
+def _kernel_names(kind) -> list[str]:
+    """Kernel variable paths of the first weights record, in model order."""
+    names = [str(n) for n in kind[kind.epochs[0]]["names"]]
+    return [names[i] for i in kernels_only(names)]
+
+
+def change_matrix(kind, names: list[str]) -> tuple[np.ndarray, list[int]]:
+    """``rel_change`` as a (len(names), epochs) array, NaN where absent.
+
+    Epoch 0 is left out when later epochs exist: it is 0 by definition.
+    """
+    epochs = [e for e in kind.epochs if e > 0] or list(kind.epochs)
+    matrix = np.full((len(names), len(epochs)), np.nan)
+    row = {n: i for i, n in enumerate(names)}
+    for j, epoch in enumerate(epochs):
+        record = kind[epoch]
+        if "rel_change" not in record:
+            continue
+        for n, v in zip(record["names"], record["rel_change"]):
+            i = row.get(str(n))
+            if i is not None:
+                matrix[i, j] = v
+    return matrix, epochs
+
+
+def histogram_stack(kind, name: str) -> tuple[np.ndarray, list[int]]:
+    """Counts of one variable over epochs: (epochs, B+2), under/overflow kept."""
+    epochs, columns = [], []
+    for epoch in kind.epochs:
+        record = kind[epoch]
+        where = np.flatnonzero(record["names"].astype(str) == name)
+        if where.size:
+            epochs.append(epoch)
+            columns.append(record["counts"][where[0]])
+    if not columns:
+        return np.zeros((0, 0)), []
+    return np.asarray(columns, dtype=np.float64), epochs
+
+
+def change_notes(matrix: np.ndarray, names: list[str]) -> list[str]:
+    """Warnings from the relative-change matrix (kernels x epochs).
+
+    Args:
+        matrix: ``rel_change`` per kernel variable and epoch (NaN = absent).
+        names: the variable paths, one per row.
+
+    Returns:
+        Plain-text warnings: non-finite weights, or no kernel moved at all.
+    """
+    notes = []
+    if matrix.size == 0:
+        return notes
+    bad = [names[i] for i in np.flatnonzero(np.any(np.isinf(matrix), axis=1))]
+    if bad:
+        notes.append(
+            f"{len(bad)} kernel variable(s) have non-finite weights "
+            f"(first: {short_name(bad[0])}): training diverged."
+        )
+    last = matrix[:, -1]
+    if np.all(np.nan_to_num(last) == 0):
+        notes.append(
+            "No kernel variable moved from its initial value: check that "
+            "some layers are trainable and the learning rate is not 0."
+        )
+    return notes
+
+
+# ------------------------------------------------------------------ figures
+
+
+def weight_histograms(run, options: RenderOptions) -> FigureResult | None:
+    """Small multiples of weight histograms over epochs, one per kernel."""
+    kind = run.records["weights"]
+    bins = kind.bins
+    if not bins or "edges" not in bins:
+        return None
+    bin_names = [str(n) for n in bins["names"]]
+    kernels = [n for n in _kernel_names(kind) if n in bin_names]
+    if not kernels:
+        return None
+    chosen = [kernels[i] for i in select_layers(
+        kernels, options.max_layers, options.all_layers)]
+
+    # Four columns for the default dozen; more (smaller) ones when all
+    # layers are asked for, so the figure stays a page or two tall.
+    ncols = min(4 if len(chosen) <= 16 else 6, len(chosen))
+    nrows = math.ceil(len(chosen) / ncols)
+    panel = 2.6 if ncols <= 4 else 1.75
+    fig = new_figure(panel * ncols + 1.0, 0.85 * panel * nrows + 0.9)
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    norm = colors.LogNorm(vmin=MIN_FRACTION, vmax=1.0)
+    cmap = colormaps["magma_r"].with_extremes(under="white", bad="white")
+    image = None
+    flagged = []
+    for ax, name in zip(axes, chosen):
+        counts, epochs = histogram_stack(kind, name)
+        edges = bins["edges"][bin_names.index(name)]
+        if counts.size == 0:
+            ax.set_axis_off()
+            continue
+        totals = np.maximum(counts.sum(axis=1, keepdims=True), 1)
+        share = counts / totals
+        inner = share[:, 1:-1].T  # (B, epochs): value on y, epoch on x
+        x0, x1 = epochs[0] - 0.5, epochs[-1] + 0.5
+        image = ax.imshow(
+            np.ma.masked_less(inner, MIN_FRACTION), origin="lower",
+            aspect="auto", interpolation="nearest", cmap=cmap, norm=norm,
+            extent=(x0, x1, edges[0], edges[-1]),
+        )
+        ax.set_title(short_name(name).removesuffix("/kernel"), fontsize=9)
+        ax.set_xticks(epochs if len(epochs) <= 12 else
+                      epochs[:: math.ceil(len(epochs) / 12)])
+        ax.tick_params(labelsize=7)
+        # Plain tick labels: a "1e-2" offset text collides with the title.
+        ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%.2g"))
+        # Entries that left the fixed range are invisible in the image;
+        # say how many at the last epoch so a drift out of range shows.
+        under, over = share[-1, 0], share[-1, -1]
+        if under > 0 or over > 0:
+            flagged.append(name)
+            ax.text(
+                0.02, 0.98, f"out of range: {under:.1%} below, {over:.1%} above",
+                transform=ax.transAxes, va="top", ha="left", fontsize=6.5,
+                color="tab:red", bbox=dict(fc="white", ec="none", alpha=0.8),
+            )
+    for ax in axes[len(chosen):]:
+        ax.set_axis_off()
+    for ax in axes[(nrows - 1) * ncols:]:
+        ax.set_xlabel("epoch (0 = initial)", fontsize=8)
+    for ax in axes[::ncols]:
+        ax.set_ylabel("weight value", fontsize=8)
+    title = "Weight distributions over epochs (bins fixed from the initial weights)"
+    fig.suptitle(title, fontsize=12)
+    if image is not None:
+        bar = fig.colorbar(image, ax=list(axes), shrink=0.6, pad=0.01,
+                           extend="min")
+        bar.set_label("share of the tensor's entries in the bin (log)")
+    shown = "every kernel variable" if len(chosen) == len(kernels) else (
+        f"{len(chosen)} of {len(kernels)} kernel variables, spread input to "
+        "output")
+    caption = (
+        f"{shown}. A histogram that widens, shifts or spills out of its fixed "
+        "range (red labels) is a layer that learned a lot; one that stays "
+        "put did not move (frozen or a tiny learning rate)."
+    )
+    notes = []
+    if flagged:
+        notes.append(
+            f"{len(flagged)} shown kernel(s) have weights outside 1.5x their "
+            f"initial range at the last epoch (e.g. {short_name(flagged[0])}): "
+            "large weight growth."
+        )
+    return FigureResult("weight_histograms", SECTION, title, caption, fig, notes)
+
+
+def layer_change(run, options: RenderOptions) -> FigureResult | None:
+    """Heat map of relative weight change per kernel variable and epoch."""
+    kind = run.records["weights"]
+    names = _kernel_names(kind)
+    if not names:
+        return None
+    matrix, epochs = change_matrix(kind, names)
+    if not epochs:
+        return None
+
+    n = len(names)
+    fig = new_figure(10, min(2.5 + 0.13 * n, 11))
+    ax = fig.subplots()
+    positive = matrix[np.isfinite(matrix) & (matrix > 0)]
+    vmin = float(positive.min()) if positive.size else 1e-4
+    vmax = float(positive.max()) if positive.size else 1.0
+    if vmax <= vmin:
+        vmin, vmax = vmin / 10, vmax * 10
+    extent = (epochs[0] - 0.5, epochs[-1] + 0.5, n - 0.5, -0.5)
+    # Zeros are drawn in grey underneath: on a log scale they would vanish.
+    frozen = np.where(matrix == 0, 1.0, np.nan)
+    ax.imshow(frozen, aspect="auto", interpolation="nearest", extent=extent,
+              cmap=colors.ListedColormap([FROZEN_COLOUR]))
+    image = ax.imshow(
+        np.ma.masked_invalid(np.where(matrix > 0, matrix, np.nan)),
+        aspect="auto", interpolation="nearest", extent=extent, cmap="viridis",
+        norm=colors.LogNorm(vmin=vmin, vmax=vmax),
+    )
+    ax.set_xlim(extent[0], extent[1])
+    ax.set_ylim(extent[2], extent[3])
+    ax.set_xticks(epochs if len(epochs) <= 20 else
+                  epochs[:: math.ceil(len(epochs) / 20)])
+    ax.set_xlabel("epoch")
+    step = max(1, math.ceil(n / 30))
+    rows = list(range(0, n, step))
+    if rows[-1] != n - 1:
+        rows.append(n - 1)
+    ax.set_yticks(rows)
+    ax.set_yticklabels([short_name(names[i]).removesuffix("/kernel")
+                        for i in rows], fontsize=7)
+    ax.set_ylabel("kernel variable (input at top, output at bottom)")
+    _stage_lines(ax, names)
+    _phase_lines(ax, run.phases, epochs)
+    bar = fig.colorbar(image, ax=ax, pad=0.01)
+    bar.set_label("||W_t - W_0|| / ||W_0|| (log)")
+    fig.legend(handles=[Patch(fc=FROZEN_COLOUR, ec="0.5",
+                              label="frozen: 0 (did not move)")],
+               loc="outside lower center", fontsize=8)
+    title = ("Which layers moved? Relative weight change from the start "
+             "(frozen stages stay at 0)")
+    ax.set_title(title)
+    caption = (
+        "Each row is a conv or dense kernel, input to output; colour is how "
+        "far it moved from its initial value. Frozen layers stay grey; in "
+        "fine-tuning the layers near the output usually move most."
+    )
+    return FigureResult("layer_change", SECTION, title, caption, fig,
+                        change_notes(matrix, names))
+
+
+def _stage_group(name: str) -> str:
+    """``conv3_block2_1_conv/kernel`` -> ``conv3``; ``head/kernel`` -> ``head``."""
+    return name.split("/")[0].split("_block")[0].split("_")[0]
+
+
+def _stage_lines(ax, names: list[str]) -> None:
+    """Thin horizontal lines where the stage (name prefix) changes."""
+    groups = [_stage_group(n) for n in names]
+    for i in range(1, len(groups)):
+        if groups[i] != groups[i - 1]:
+            ax.axhline(i - 0.5, color="white", lw=0.8, alpha=0.9)
+
+
+def _phase_lines(ax, phases, epochs: list[int]) -> None:
+    """Vertical lines before each phase's first epoch, labelled on top."""
+    for phase in phases or []:
+        first = phase.get("first_epoch")
+        if first is None or first <= epochs[0] or first > epochs[-1]:
+            continue
+        ax.axvline(first - 0.5, color="tab:red", lw=1.5, ls="--")
+        ax.text(first - 0.45, 0.995, f"{phase.get('name', '')} ->",
+                transform=ax.get_xaxis_transform(), va="top", ha="left",
+                fontsize=8, color="tab:red",
+                bbox=dict(fc="white", ec="none", alpha=0.8, pad=1))
