@@ -124,6 +124,14 @@ def _build_parser() -> argparse.ArgumentParser:
         ),
     )
     t.add_argument(
+        "--deterministic",
+        action="store_true",
+        help=(
+            "turn on the backend's deterministic ops (and say what could not "
+            "be made deterministic); same as --set train.deterministic=true"
+        ),
+    )
+    t.add_argument(
         "--no-report",
         action="store_true",
         help="do not render the HTML report at the end",
@@ -159,7 +167,42 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="every layer in per-layer figures (default: a selection)")
     r.add_argument("--embeddings-every-epoch", action="store_true",
                    help="one embedding panel per epoch (default: start vs end)")
+    c = sub.add_parser(
+        "compare",
+        help="lay runs from different backends side by side",
+        description=(
+            "Compare two or more runs (the first is the reference): curves "
+            "overlaid, per-layer weight-histogram distances, weight, probe "
+            "activation and probe gradient differences, embeddings side by "
+            "side, the largest divergences and the tolerance checks."
+        ),
+    )
+    c.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    c.add_argument("--out", help="output folder (default: runs/compare-<date-time>)")
+    c.add_argument("--open", action="store_true",
+                   help="open index.html in the default web browser")
     return parser
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from kerasft.compare import compare_runs
+
+    result = compare_runs(args.run_dirs, args.out)
+    for w in result.warnings:
+        print(f"kerasft: warning: {w}")
+    for pair, checks in result.checks.items():
+        bad = [c for c in checks if not c["ok"]]
+        print(f"kerasft: {pair}: {len(checks) - len(bad)}/{len(checks)} "
+              "tolerance checks pass")
+        for c in bad:
+            print(f"kerasft:   FAILS {c['name']}: {c['value']:.3g} > "
+                  f"{c['tolerance']:g} at {c['where']}")
+    print(f"kerasft: comparison: {result.index}")
+    if args.open:
+        import webbrowser
+
+        webbrowser.open(result.index.resolve().as_uri())
+    return 0
 
 
 def _init_weights(value: str) -> str:
@@ -248,11 +291,17 @@ def _train(args: argparse.Namespace) -> int:
         value = getattr(args, flag)
         if value is not None:
             overrides.append(f"{key}={value}")
+    if args.deterministic:
+        overrides.append("train.deterministic=true")
     if args.init_from:
         overrides.append(f"model.weights={_init_weights(args.init_from)}")
     cfg = load_config(path, overrides)
     _choose_backend(args.backend)
     _check_backend_installed()
+    if cfg.train.deterministic and "keras" not in sys.modules:
+        from kerasft import backend
+
+        backend.prepare_determinism()
 
     from kerasft.train import train
 
@@ -292,6 +341,8 @@ def main(argv: list[str] | None = None) -> int:
             return _train(args)
         if args.command == "report":
             return _report(args)
+        if args.command == "compare":
+            return _compare(args)
     except KerasftError as e:
         print(f"Error: {e}", file=sys.stderr)
         return e.exit_code

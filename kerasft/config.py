@@ -165,12 +165,14 @@ class TrainConfig:
         steps_per_epoch: cap on steps per epoch (`null` = one pass).
         checkpoint_every: save weights every this many epochs.
         verbose: Keras progress output: `auto`, 0, 1 or 2.
+        deterministic: turn on the backend's deterministic ops.
     """
 
     epochs: int = 5
     steps_per_epoch: int | None = None
     checkpoint_every: int = 1
     verbose: int | str = "auto"
+    deterministic: bool = False
 
 
 @dataclass

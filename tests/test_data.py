@@ -160,3 +160,25 @@ def test_tfds_offline_fails_fast_naming_the_set(tmp_path):
     assert time.perf_counter() - t < 30
     assert "cifar10" in str(e.value) and str(tmp_path) in str(e.value)
     assert "quickstart" in str(e.value)
+
+
+def test_multi_epoch_batches_are_fixed_by_index_alone():
+    """What kerasft fits: batch k is the same however it is reached."""
+    cfg = DataConfig(source="builtin", name="digits", image_size=32)
+    split = load_splits(cfg, seed=0).train
+    many = Batches(split, 16, 32, "resnet50", 0, shuffle=True, max_steps=5,
+                   epochs=3)
+    assert len(many) == 15 and many.steps_per_epoch == 5
+    # a later phase starting at epoch 2 sees what epoch 2 of the whole saw
+    later = Batches(split, 16, 32, "resnet50", 0, shuffle=True, max_steps=5,
+                    epochs=1, start_epoch=2)
+    np.testing.assert_array_equal(later[3][1], many[13][1])
+    # random access in any order (prefetching) gives the same batches
+    backwards = [many[k][1] for k in reversed(range(15))][::-1]
+    forwards = [Batches(split, 16, 32, "resnet50", 0, shuffle=True,
+                        max_steps=5, epochs=3)[k][1] for k in range(15)]
+    for a, b in zip(backwards, forwards):
+        np.testing.assert_array_equal(a, b)
+    many.on_epoch_end()  # Keras's epoch hooks do not move a fixed object
+    np.testing.assert_array_equal(many[0][1], forwards[0])
+    assert not np.array_equal(many[0][1], many[5][1])

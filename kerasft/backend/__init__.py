@@ -91,3 +91,64 @@ def device() -> str:
         d = jax.devices()[0]
         return f"{d.platform}:{d.id} ({getattr(d, 'device_kind', '')})"
     return "unknown"
+
+
+def prepare_determinism() -> None:
+    """Environment switches that must be set before a framework is imported.
+
+    Called by the CLI before Keras loads: XLA's deterministic GPU ops (JAX,
+    and TensorFlow's XLA) and TensorFlow without oneDNN's reordered float
+    reductions.
+    """
+    import os
+
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "--xla_gpu_deterministic_ops" not in flags:
+        os.environ["XLA_FLAGS"] = (flags + " --xla_gpu_deterministic_ops=true").strip()
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    os.environ.setdefault("TF_DETERMINISTIC_OPS", "1")
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def enable_determinism() -> list[str]:
+    """Turns on what the active backend offers for determinism.
+
+    Returns:
+        What could not be made deterministic, one line each (empty when
+        everything the run uses is covered).
+    """
+    import os
+
+    backend = name()
+    notes = []
+    if backend == "torch":
+        import torch
+
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+        notes.append(
+            "torch: ops without a deterministic implementation only warn "
+            "(use_deterministic_algorithms(warn_only=True)) rather than stop "
+            "the run"
+        )
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+        if os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "0":
+            notes.append(
+                "tensorflow: oneDNN was already loaded with its reordered "
+                "reductions; start Python with TF_ENABLE_ONEDNN_OPTS=0"
+            )
+    elif backend == "jax":
+        if "--xla_gpu_deterministic_ops=true" not in os.environ.get("XLA_FLAGS", ""):
+            notes.append(
+                "jax: XLA_FLAGS lacks --xla_gpu_deterministic_ops=true (it must "
+                "be set before jax starts; kerasft train --deterministic does)"
+            )
+    notes.append(
+        "runs on different backends stay different in float32 round-off: "
+        "determinism makes each backend repeat itself, not agree bit for bit"
+    )
+    return notes

@@ -18,15 +18,24 @@ tolerances, and why:
   each variable's gradient L2 norm, mean and std). Backward passes
   accumulate more round-off than forward ones, one order of magnitude more
   room than activations.
-* **After one short epoch of SGD** (same batches, same order), the runs
-  drift apart through chaotic float32 round-off, so the bounds are
-  measured, not derived: `LOSS_AFTER_EPOCH_REL` on the epoch's training
-  and validation loss (Keras's own cross-framework numerical test compares
-  metrics after one epoch at atol 1e-3), and `HIST_AFTER_EPOCH_BINS`, the
-  per-layer 1-D Wasserstein distance between weight histograms in units of
-  the fixed bin width. The values below are about 10x the largest
-  divergence measured between any two backends for the tiny quickstart
-  configuration of the parity test (numbers in the README).
+* **After one short epoch of SGD** (same batches, same order), the bounds
+  are measured, not derived: `LOSS_AFTER_EPOCH_REL` on the epoch's training
+  and validation loss, and `HIST_AFTER_EPOCH_BINS`, the per-layer 1-D
+  Wasserstein distance between weight histograms in units of the fixed bin
+  width. Measured for the parity test's configuration (ResNet50, whole
+  network training with BatchNorm in inference mode, SGD 1e-3, 4 steps of
+  16 images, 2026-11-25): loss differences 2.7e-7 to 1.2e-6 between any two
+  backends, histogram distance exactly 0 for every variable. The loss bound
+  is 10x the largest of those (Keras's own cross-framework test allows atol
+  1e-3 after one epoch; we can be stricter because the data order is
+  shared). A histogram distance of 0.05 bins would take one entry in 20 of
+  a tensor moving by a whole bin.
+
+  With BatchNorm *training* (batch statistics) from random init, the same
+  measurement gives step-1 gradient differences of ~2e-3 (median) and
+  5% loss differences after 4 steps: the batch-statistics backward pass of
+  a randomly initialised ResNet50 amplifies float32 round-off. Such runs
+  are comparable in shape (the report's figures), not number for number.
 """
 
 from __future__ import annotations
@@ -39,7 +48,7 @@ from kerasft.compare.metrics import stat, wasserstein_fixed_bins
 
 ACTIVATION_EPOCH0_REL = 1e-4
 PROBE_GRADIENT_EPOCH0_REL = 1e-3
-LOSS_AFTER_EPOCH_REL = 1e-3
+LOSS_AFTER_EPOCH_REL = 1e-5
 HIST_AFTER_EPOCH_BINS = 0.05
 
 

@@ -30,6 +30,15 @@ class Batches(keras.utils.PyDataset):
     batches are the same on every backend and do not depend on how many
     batches were drawn before.
 
+    With `epochs` set, one object serves several epochs: its length is
+    `epochs * steps_per_epoch` and batch `k` belongs to epoch
+    `start_epoch + k // steps_per_epoch`. Fit it with
+    `steps_per_epoch=batches.steps_per_epoch`: Keras then keeps one iterator
+    across epochs, and every batch is fixed by its index alone, whatever a
+    backend prefetches (tf.data reads ahead across epoch boundaries, before
+    any epoch callback runs). Without `epochs`, the object is an ordinary
+    one-epoch `PyDataset` that reshuffles in `on_epoch_end`.
+
     Args:
         split: the images and labels.
         batch_size: images per batch.
@@ -40,6 +49,8 @@ class Batches(keras.utils.PyDataset):
         max_steps: cap on batches per epoch. Defaults to `None` (one pass).
         flip: random horizontal flips. Defaults to `False`.
         crop_pad: pad-and-random-crop margin in pixels. Defaults to `0`.
+        epochs: serve this many epochs in one pass. Defaults to `None`.
+        start_epoch: the epoch number of the first batch. Defaults to `0`.
 
     Example:
 
@@ -60,6 +71,8 @@ class Batches(keras.utils.PyDataset):
         max_steps: int | None = None,
         flip: bool = False,
         crop_pad: int = 0,
+        epochs: int | None = None,
+        start_epoch: int = 0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -72,8 +85,10 @@ class Batches(keras.utils.PyDataset):
         self.max_steps = max_steps
         self.flip = flip
         self.crop_pad = crop_pad
-        self.epoch = 0
-        self._order = self._order_for(0)
+        self.epochs = epochs
+        self.start_epoch = start_epoch
+        self.epoch = start_epoch
+        self._order = self._order_for(start_epoch)
 
     def _order_for(self, epoch: int) -> np.ndarray:
         n = len(self.split)
@@ -87,31 +102,47 @@ class Batches(keras.utils.PyDataset):
         self._order = self._order_for(epoch)
 
     def on_epoch_end(self) -> None:
-        self.set_epoch(self.epoch + 1)
+        if self.epochs is None:  # multi-epoch objects are fixed by index
+            self.set_epoch(self.epoch + 1)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        full = math.ceil(len(self.split) / self.batch_size)
+        return full if self.max_steps is None else min(full, self.max_steps)
 
     @property
     def num_batches(self) -> int:
-        full = math.ceil(len(self.split) / self.batch_size)
-        return full if self.max_steps is None else min(full, self.max_steps)
+        return self.steps_per_epoch * (self.epochs or 1)
 
     def __len__(self) -> int:
         return self.num_batches
 
+    def _locate(self, index: int) -> tuple[int, int]:
+        """(epoch, batch within the epoch) of batch `index`."""
+        if self.epochs is None:
+            return self.epoch, index
+        epoch = self.start_epoch + index // self.steps_per_epoch
+        if epoch != self.epoch:
+            self.set_epoch(epoch)
+        return epoch, index % self.steps_per_epoch
+
     def indices(self, index: int) -> np.ndarray:
-        """Dataset indices of batch `index` in the current epoch."""
-        start = index * self.batch_size
+        """Dataset indices of batch `index`."""
+        _, j = self._locate(index)
+        start = j * self.batch_size
         return self._order[start : start + self.batch_size]
 
     def images_uint8(self, index: int) -> np.ndarray:
         """Batch `index` as resized, augmented uint8 images (for plots)."""
+        epoch, j = self._locate(index)
         idx = self.indices(index)
         x = self.split.images.take(idx, self.image_size)
         if self.flip or self.crop_pad:
-            x = self._augment(x, index)
+            x = self._augment(x, epoch, j)
         return x
 
-    def _augment(self, x: np.ndarray, index: int) -> np.ndarray:
-        rng = np.random.default_rng([self.seed, 13, self.epoch, index])
+    def _augment(self, x: np.ndarray, epoch: int, index: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, 13, epoch, index])
         x = x.copy()
         if self.crop_pad:
             p, s = self.crop_pad, self.image_size

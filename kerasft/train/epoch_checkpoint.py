@@ -22,6 +22,9 @@ class EpochCheckpoint(keras.callbacks.Callback):
     Args:
         directory: where the files go (created if missing).
         every: save every this many epochs. Defaults to `1`.
+        last_epoch: 0-based epoch that is always saved (the end of a phase
+            trained by several `fit` calls). Defaults to the last epoch of
+            each `fit`.
 
     Example:
 
@@ -30,15 +33,23 @@ class EpochCheckpoint(keras.callbacks.Callback):
     ```
     """
 
-    def __init__(self, directory: str | os.PathLike, every: int = 1):
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        every: int = 1,
+        last_epoch: int | None = None,
+    ):
         super().__init__()
         self.directory = Path(directory)
         self.every = every
+        self.last_epoch = last_epoch
         self.saved: list[Path] = []
 
     def on_train_begin(self, logs=None):
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._last_epoch = self.params.get("epochs", 0) - 1
+        self._last_epoch = self.last_epoch
+        if self._last_epoch is None:
+            self._last_epoch = self.params.get("epochs", 0) - 1
 
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every and epoch != self._last_epoch:

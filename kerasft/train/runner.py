@@ -68,17 +68,6 @@ def make_optimizer(
     return keras.optimizers.AdamW(**common)
 
 
-class _SyncEpoch(keras.callbacks.Callback):
-    """Gives the training batches the epoch number Keras is about to run."""
-
-    def __init__(self, batches: Batches):
-        super().__init__()
-        self.batches = batches
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.batches.set_epoch(epoch)
-
-
 def weights_fingerprint(model: keras.Model) -> str:
     """sha256 over every variable's path and float32 bytes, in model order.
 
@@ -125,7 +114,8 @@ def _data_record(splits: DataSplits) -> dict:
     }
 
 
-def _batches(cfg: RunConfig, split, train: bool, max_steps=None) -> Batches:
+def _batches(cfg: RunConfig, split, train: bool, max_steps=None,
+             epochs=None, start_epoch=0) -> Batches:
     d = cfg.data
     return Batches(
         split,
@@ -137,6 +127,8 @@ def _batches(cfg: RunConfig, split, train: bool, max_steps=None) -> Batches:
         max_steps=max_steps,
         flip=train and d.augment_flip,
         crop_pad=d.augment_crop_pad if train else 0,
+        epochs=epochs,
+        start_epoch=start_epoch,
     )
 
 
@@ -298,6 +290,9 @@ def train(
     ```
     """
     t0 = time.perf_counter()
+    determinism = backend.enable_determinism() if cfg.train.deterministic else []
+    for note in determinism:
+        print(f"kerasft: determinism: {note}")
     backend.seed_everything(cfg.seed)
     if splits is None:
         splits = load_splits(cfg.data, cfg.seed)
@@ -310,6 +305,8 @@ def train(
     env = environment(cfg)
     env["initial_weights_sha256"] = weights_fingerprint(model)
     env["initial_weights_source"] = cfg.model.weights
+    env["deterministic"] = cfg.train.deterministic
+    env["determinism_notes"] = determinism
     write_json(run_dir / "env.json", env)
     write_json(run_dir / "data.json", _data_record(splits))
     model.save_weights(run_dir / "initial.weights.h5")
@@ -366,33 +363,50 @@ def train(
                 ),
                 metrics=["accuracy"],
             )
-            fit = model.fit(
-                train_batches,
-                validation_data=val_batches,
-                initial_epoch=epoch,
-                epochs=epoch + phase.epochs,
-                verbose=verbose,
-                callbacks=[
-                    _SyncEpoch(train_batches),
-                    MetricsLogger(
-                        run_dir / "metrics.csv",
-                        phase.name,
-                        cfg.data.batch_size,
-                    ),
-                    EpochCheckpoint(
-                        run_dir / "checkpoints", cfg.train.checkpoint_every
-                    ),
-                    keras.callbacks.TerminateOnNaN(),
-                    *recorders,
-                ],
-            )
-            for key, values in fit.history.items():
-                history[key] = float(values[-1])
-            epoch += phase.epochs
-            status["epochs_done"] = epoch
-            write_json(run_dir / "status.json", status)
-            if model.stop_training or not np.isfinite(history.get("loss", 0)):
-                raise FloatingPointError("loss became NaN/inf")
+            phase_end = epoch + phase.epochs
+            callbacks = [
+                MetricsLogger(
+                    run_dir / "metrics.csv", phase.name, cfg.data.batch_size
+                ),
+                EpochCheckpoint(
+                    run_dir / "checkpoints",
+                    cfg.train.checkpoint_every,
+                    last_epoch=phase_end - 1,
+                ),
+                keras.callbacks.TerminateOnNaN(),
+                *recorders,
+            ]
+            # One `fit` per epoch, each on batches fixed to that epoch. A
+            # single multi-epoch fit cannot promise the same batches on every
+            # backend: tf.data prefetches across epoch boundaries, before any
+            # epoch callback runs, and with steps_per_epoch Keras consumes
+            # the first batch to build the model on torch and jax.
+            while epoch < phase_end:
+                if verbose != 0:
+                    print(f"kerasft: epoch {epoch + 1}/{cfg.train.epochs} "
+                          f"({phase.name})")
+                fit = model.fit(
+                    _batches(cfg, splits.train, True, steps, epochs=1,
+                             start_epoch=epoch),
+                    validation_data=val_batches,
+                    # Keras would shuffle the batch order with Python's
+                    # global RNG, differently per backend; Batches already
+                    # shuffles by seed.
+                    shuffle=False,
+                    initial_epoch=epoch,
+                    epochs=epoch + 1,
+                    verbose=verbose,
+                    callbacks=callbacks,
+                )
+                for key, values in fit.history.items():
+                    history[key] = float(values[-1])
+                epoch += 1
+                status["epochs_done"] = epoch
+                write_json(run_dir / "status.json", status)
+                if model.stop_training or not np.isfinite(
+                    history.get("loss", 0)
+                ):
+                    raise FloatingPointError("loss became NaN/inf")
 
         test = model.evaluate(
             _batches(cfg, splits.test, False), verbose=verbose, return_dict=True
