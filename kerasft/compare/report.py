@@ -49,7 +49,12 @@ class Comparison:
 
 
 def _label(run) -> str:
-    return f"{run.env.get('backend', '?')}: {run.path.name}"
+    """A short legend label: the backend and the run's start time."""
+    name = run.path.name
+    stamp = name[9:15] if len(name) > 15 and name[8] == "-" else name
+    if stamp.isdigit():
+        stamp = f"{stamp[:2]}:{stamp[2:4]}:{stamp[4:]}"
+    return f"{run.env.get('backend', '?')} ({stamp})"
 
 
 def _check_comparable(runs) -> list[str]:
@@ -95,24 +100,40 @@ def _check_comparable(runs) -> list[str]:
 
 
 def _curves(runs):
-    fig = new_figure(12, 4.2)
-    axes = fig.subplots(1, 2)
+    from matplotlib.ticker import MaxNLocator
+
+    fig = new_figure(15, 4.2)
+    axes = fig.subplots(1, 3)
     for i, r in enumerate(runs):
         m, c = r.metrics, COLORS[i % len(COLORS)]
+        # the first run is drawn biggest, so identical curves stay visible
+        size, width = 9 - 2.5 * i, 3.2 - 0.9 * i
+        steps = r.tables.get("scalars", {})
+        if "loss" in steps:
+            axes[0].plot(steps["step"], steps["loss"], "-", color=c,
+                         lw=max(width, 0.8), label=_label(r), alpha=0.8)
         ep = m.get("epoch", [])
-        for ax, key in zip(axes, ("loss", "accuracy")):
+        for ax, key in zip(axes[1:], ("loss", "accuracy")):
             if key in m:
-                ax.plot(ep, m[key], "-o", color=c, label=f"{_label(r)} train")
+                ax.plot(ep, m[key], "-o", color=c, ms=max(size, 3),
+                        lw=max(width, 0.8), label=f"{_label(r)} train")
             if f"val_{key}" in m:
-                ax.plot(ep, m[f"val_{key}"], "--s", color=c, alpha=0.7,
-                        label=f"{_label(r)} validation")
-    for ax, key in zip(axes, ("loss", "accuracy")):
+                ax.plot(ep, m[f"val_{key}"], "--s", color=c, ms=max(size, 3),
+                        alpha=0.7, label=f"{_label(r)} validation")
+    axes[0].set_xlabel("training step")
+    axes[0].set_ylabel("loss (running mean within the epoch)")
+    axes[0].set_title("training loss per step")
+    for ax, key in zip(axes[1:], ("loss", "accuracy")):
         ax.set_xlabel("epoch")
         ax.set_ylabel(key)
+        ax.set_title(f"{key} per epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    for ax in axes:
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
-    fig.suptitle("Loss and accuracy, runs overlaid: curves on top of each "
-                 "other mean the backends agree")
+    axes[0].legend(fontsize=8)
+    axes[2].legend(fontsize=7)
+    fig.suptitle("Runs overlaid (the reference drawn widest): curves on top "
+                 "of each other mean the backends agree")
     return fig
 
 
@@ -185,7 +206,15 @@ def _heatmaps(data, title, cbar, log=True):
         m = np.where(np.isfinite(mat), mat, np.nan)
         positive = m[np.isfinite(m) & (m > 0)]
         norm = None
-        if log and positive.size:
+        if not positive.size:
+            # identical everywhere: say so instead of a meaningless scale
+            from matplotlib.colors import Normalize
+
+            norm = Normalize(vmin=0, vmax=1)
+            ax.text(0.5, 0.5, "0 everywhere:\nidentical", ha="center",
+                    va="center", transform=ax.transAxes, fontsize=14,
+                    color="white", weight="bold")
+        elif log:
             lo = max(positive.min(), 1e-9)
             norm = LogNorm(vmin=lo, vmax=max(positive.max(), lo * 10))
             m = np.where(m > 0, m, lo)  # exact agreement drawn at the floor
