@@ -95,3 +95,18 @@ def short_name(path: str) -> str:
 def kernels_only(names) -> list[int]:
     """Indices of kernel variables (conv and dense), the ones worth a row."""
     return [i for i, n in enumerate(names) if str(n).endswith("/kernel")]
+
+
+def draw_each(draws, run, options: RenderOptions) -> list[FigureResult]:
+    """Calls each figure function of a module; keeps the ones that drew.
+
+    A function returns None when its data is absent. Errors are not
+    swallowed here: `render_report` reports a failing module as a warning
+    on the page, where a silent gap would hide a bug.
+    """
+    out = []
+    for draw in draws:
+        result = draw(run, options)
+        if result is not None:
+            out.append(result)
+    return out

@@ -22,6 +22,7 @@ from matplotlib.cm import ScalarMappable
 
 from kerasft.record.store import STAT_NAMES
 from kerasft.render.base import (
+    draw_each,
     FigureResult,
     RenderOptions,
     kernels_only,
@@ -55,16 +56,7 @@ def render(run, options: RenderOptions | None = None) -> list[FigureResult]:
         table (or, for the first, the epoch-end gradient records) exists.
     """
     options = options or RenderOptions()
-    out = []
-    for draw in (grad_norms, update_ratios):
-        try:
-            result = draw(run, options)
-        except (KeyError, ValueError, IndexError):
-            # A half-written or older store must not sink the whole report.
-            result = None
-        if result is not None:
-            out.append(result)
-    return out
+    return draw_each((grad_norms, update_ratios), run, options)
 
 
 # ------------------------------------------------------------------ numbers

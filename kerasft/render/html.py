@@ -99,7 +99,13 @@ def build_html(run, figures: list[FigureResult], warnings: list[str],
         f"images: {_fmt(last.get('accuracy'), True)} in training mode, "
         f"{_fmt(inference.get('accuracy'), True)} in inference mode</p>"
     )
-    warn_html = "".join(f"<div class='warn'>{_e(w)}</div>" for w in warnings)
+    # Diagnoses that found nothing wrong ("no sign of over-fitting") are
+    # shown, but not as warnings.
+    warn_html = "".join(
+        f"<div class='{'ok' if w.lower().startswith('no sign') else 'warn'}'>"
+        f"{_e(w)}</div>"
+        for w in warnings
+    )
     if not warnings:
         warn_html = "<div class='ok'>No warnings from the recorded numbers.</div>"
     parts = [

@@ -19,6 +19,7 @@ from matplotlib import colormaps, colors, ticker
 from matplotlib.patches import Patch
 
 from kerasft.render.base import (
+    draw_each,
     FigureResult,
     RenderOptions,
     kernels_only,
@@ -50,16 +51,7 @@ def render(run, options: RenderOptions | None = None) -> list[FigureResult]:
     kind = run.records.get("weights")
     if kind is None or not kind.epochs:
         return []
-    out = []
-    for draw in (weight_histograms, layer_change):
-        try:
-            result = draw(run, options)
-        except (KeyError, ValueError, IndexError):
-            # A half-written or older store must not sink the whole report.
-            result = None
-        if result is not None:
-            out.append(result)
-    return out
+    return draw_each((weight_histograms, layer_change), run, options)
 
 
 # ------------------------------------------------------------------ data
