@@ -237,3 +237,24 @@ def test_kill_9_leaves_a_readable_store(tmp_path):
     leftovers = [p.name for p in target.rglob("*") if p.name.endswith(".tmp")]
     # a temporary file may be left by the kill, but the reader ignores it
     assert all(n.startswith(".") for n in leftovers)
+
+
+def test_gradient_recorder_joins_a_model_that_already_trained(tmp_path):
+    """A step compiled by an earlier fit must not leave the tap out."""
+    import keras
+
+    from kerasft import load_run
+    from kerasft.record import GradientRecorder
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(16, 6)).astype("float32")
+    y = rng.integers(0, 2, 16)
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(2)])
+    model.compile(keras.optimizers.SGD(0.1),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0,
+              callbacks=[GradientRecorder(tmp_path / "record", every_steps=1)])
+    gn = load_run(tmp_path).tables["grad_norms"]
+    cols = [c for c in gn if c not in ("step", "epoch")]
+    assert len(cols) == 2 and all(np.isfinite(gn[c]).all() for c in cols)

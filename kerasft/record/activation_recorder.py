@@ -60,7 +60,7 @@ class ActivationRecorder(Recorder):
             names = self.layers or block_outputs(self.model)
             self.layers = names
             self._probe_model = keras.Model(
-                self.model.inputs,
+                self.model.input,
                 [self.model.get_layer(n).output for n in names],
             )
         super().on_train_begin(logs)

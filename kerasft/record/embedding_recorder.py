@@ -48,7 +48,7 @@ class EmbeddingRecorder(Recorder):
                                   else names[-2])
             self.layer = name
             self._feature_model = keras.Model(
-                self.model.inputs, self.model.get_layer(name).output
+                self.model.input, self.model.get_layer(name).output
             )
         super().on_train_begin(logs)
 

@@ -21,7 +21,7 @@ class FeatureMapRecorder(Recorder):
     Writes ``feature_maps/epoch-NNNN.npz`` with ``filters`` (the first
     Conv2D kernel, (kh, kw, in, out)), ``image`` (the probe image as uint8
     RGB, for display), and for each recorded depth ``maps/<layer>``
-    (H, W, C') float16: the first `channels` channels of that layer's output
+    (H, W, C') float32: the first `channels` channels of that layer's output
     on the image, in inference mode.
 
     Args:
@@ -50,7 +50,7 @@ class FeatureMapRecorder(Recorder):
             if "conv1_relu" in self.layers and "conv1_conv" in self.layers:
                 self.layers.remove("conv1_conv")
             self._maps_model = keras.Model(
-                self.model.inputs,
+                self.model.input,
                 [self.model.get_layer(n).output for n in self.layers],
             )
             self._first_conv = next(
@@ -64,7 +64,7 @@ class FeatureMapRecorder(Recorder):
         if not isinstance(outs, (list, tuple)):
             outs = [outs]
         arrays = {
-            f"maps/{n}": to_numpy(o)[0, ..., : self.channels].astype(np.float16)
+            f"maps/{n}": to_numpy(o)[0, ..., : self.channels].astype(np.float32)
             for n, o in zip(self.layers, outs)
         }
         store.write_npz(

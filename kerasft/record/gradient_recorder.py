@@ -48,9 +48,15 @@ class GradientRecorder(Recorder):
 
     def on_train_begin(self, logs=None):
         variables = tracked_variables(self.model)
-        self.tap = GradientTap.attach(
+        tap = GradientTap.attach(
             self.model.optimizer, variables, store.GRADIENT_SAMPLE, self.seed
         )
+        if tap is not self.tap:
+            # A train step compiled before the tap existed (an earlier fit
+            # on tensorflow or jax) would never call it: make Keras build
+            # the step again (it is traced at its first call, after this).
+            self.model.make_train_function(force=True)
+        self.tap = tap
         if self._table is None:
             self._table = store.TableWriter(
                 self.directory / "grad_norms.csv",

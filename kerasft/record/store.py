@@ -29,7 +29,7 @@ B bins, over-flow -- and ``stats`` (V, len(STAT_NAMES)); plus:
   ||m_t - m_0|| / ||m_0|| of moving mean and variance, and
   ``moving_mean_avg``/``moving_var_avg`` (L,).
 - ``feature_maps``: ``filters`` (the first conv kernel), ``image`` (uint8
-  probe image), ``layers`` and ``maps/<layer>`` (H, W, C') float16.
+  probe image), ``layers`` and ``maps/<layer>`` (H, W, C') float32.
 
 Tables: ``scalars.csv`` (step, epoch, loss, metrics, learning_rate,
 images_per_second), ``grad_norms.csv`` and ``update_ratios.csv`` (step,
