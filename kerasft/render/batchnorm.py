@@ -86,7 +86,10 @@ def drift_matrices(kind) -> dict:
     if all_epochs[0] != 0:
         # No initial record to tell: trust only the size of the number.
         start_avg = np.zeros(len(names))
-    undefined = (start_avg[:, None] == 0) & (mean > UNDEFINED_DRIFT)
+    # Current recorders store NaN for a zero start; older stores a huge
+    # number from dividing by a 1e-12 floor.
+    undefined = (start_avg[:, None] == 0) & (
+        (mean > UNDEFINED_DRIFT) | np.isnan(mean))
     return {"names": names, "epochs": epochs, "mean": mean, "var": var,
             "mean_undefined": undefined, "mean_avg": mean_avg}
 
