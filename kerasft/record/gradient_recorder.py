@@ -48,10 +48,11 @@ class GradientRecorder(Recorder):
 
     def on_train_begin(self, logs=None):
         variables = tracked_variables(self.model)
+        before = getattr(self.model.optimizer, "_kerasft_gradient_tap", None)
         tap = GradientTap.attach(
             self.model.optimizer, variables, store.GRADIENT_SAMPLE, self.seed
         )
-        if tap is not self.tap:
+        if tap is not before:
             # A train step compiled before the tap existed (an earlier fit
             # on tensorflow or jax) would never call it: make Keras build
             # the step again (it is traced at its first call, after this).
