@@ -110,3 +110,17 @@ def draw_each(draws, run, options: RenderOptions) -> list[FigureResult]:
         if result is not None:
             out.append(result)
     return out
+
+
+def phase_lines(ax, phases, epochs, color: str = "tab:red") -> None:
+    """Dashed vertical lines before each phase's first epoch, labelled on top,
+    on an axis whose x is the epoch number (cells centred on integers)."""
+    for phase in phases or []:
+        first = phase.get("first_epoch")
+        if first is None or first <= epochs[0] or first > epochs[-1]:
+            continue
+        ax.axvline(first - 0.5, color=color, lw=1.5, ls="--")
+        ax.text(first - 0.45, 0.995, f"{phase.get('name', '')} ->",
+                transform=ax.get_xaxis_transform(), va="top", ha="left",
+                fontsize=8, color=color,
+                bbox=dict(fc="white", ec="none", alpha=0.8, pad=1))

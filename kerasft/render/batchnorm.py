@@ -17,7 +17,12 @@ import numpy as np
 from matplotlib import colors
 from matplotlib.patches import Patch
 
-from kerasft.render.base import FigureResult, RenderOptions, new_figure
+from kerasft.render.base import (
+    FigureResult,
+    RenderOptions,
+    new_figure,
+    phase_lines,
+)
 
 SECTION = "batchnorm"
 FROZEN_COLOUR = "#d9d9d9"
@@ -182,7 +187,7 @@ def batchnorm_drift(run) -> FigureResult | None:
         ax.set_xticks(epochs if len(epochs) <= 20 else
                       epochs[:: math.ceil(len(epochs) / 20)])
         ax.set_xlabel("epoch")
-        _phase_lines(ax, run.phases, epochs)
+        phase_lines(ax, run.phases, epochs, "tab:cyan")
     step = max(1, math.ceil(n / 30))
     rows = list(range(0, n, step))
     if rows[-1] != n - 1:
@@ -241,16 +246,3 @@ def _heat_map(ax, values, extent, norm, cmap, frozen):
     ax.set_xlim(extent[0], extent[1])
     ax.set_ylim(extent[2], extent[3])
     return image
-
-
-def _phase_lines(ax, phases, epochs: list[int]) -> None:
-    """Vertical lines before each phase's first epoch, labelled on top."""
-    for phase in phases or []:
-        first = phase.get("first_epoch")
-        if first is None or first <= epochs[0] or first > epochs[-1]:
-            continue
-        ax.axvline(first - 0.5, color="tab:cyan", lw=1.5, ls="--")
-        ax.text(first - 0.45, 0.995, f"{phase.get('name', '')} ->",
-                transform=ax.get_xaxis_transform(), va="top", ha="left",
-                fontsize=8, color="tab:blue",
-                bbox=dict(fc="white", ec="none", alpha=0.8, pad=1))

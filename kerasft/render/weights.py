@@ -19,6 +19,7 @@ from matplotlib import colormaps, colors, ticker
 from matplotlib.patches import Patch
 
 from kerasft.render.base import (
+    phase_lines,
     draw_each,
     FigureResult,
     RenderOptions,
@@ -254,7 +255,7 @@ def layer_change(run, options: RenderOptions) -> FigureResult | None:
                         for i in rows], fontsize=7)
     ax.set_ylabel("kernel variable (input at top, output at bottom)")
     _stage_lines(ax, names)
-    _phase_lines(ax, run.phases, epochs)
+    phase_lines(ax, run.phases, epochs, "tab:red")
     bar = fig.colorbar(image, ax=ax, pad=0.01)
     bar.set_label("||W_t - W_0|| / ||W_0|| (log)")
     fig.legend(handles=[Patch(fc=FROZEN_COLOUR, ec="0.5",
@@ -283,16 +284,3 @@ def _stage_lines(ax, names: list[str]) -> None:
     for i in range(1, len(groups)):
         if groups[i] != groups[i - 1]:
             ax.axhline(i - 0.5, color="white", lw=0.8, alpha=0.9)
-
-
-def _phase_lines(ax, phases, epochs: list[int]) -> None:
-    """Vertical lines before each phase's first epoch, labelled on top."""
-    for phase in phases or []:
-        first = phase.get("first_epoch")
-        if first is None or first <= epochs[0] or first > epochs[-1]:
-            continue
-        ax.axvline(first - 0.5, color="tab:red", lw=1.5, ls="--")
-        ax.text(first - 0.45, 0.995, f"{phase.get('name', '')} ->",
-                transform=ax.get_xaxis_transform(), va="top", ha="left",
-                fontsize=8, color="tab:red",
-                bbox=dict(fc="white", ec="none", alpha=0.8, pad=1))
