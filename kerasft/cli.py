@@ -27,6 +27,7 @@ _FLAG_KEYS = {
     "image_size": "data.image_size",
     "max_train_images": "data.max_train_images",
     "max_test_images": "data.max_test_images",
+    "workers": "data.workers",
     "arch": "model.arch",
     "weights": "model.weights",
     "plan": "plan.kind",
@@ -143,6 +144,10 @@ def _build_parser() -> argparse.ArgumentParser:
     g.add_argument("--image-size", type=int, help="data.image_size")
     g.add_argument("--max-train-images", type=int, help="data.max_train_images")
     g.add_argument("--max-test-images", type=int, help="data.max_test_images")
+    g.add_argument(
+        "--workers", type=int,
+        help="data.workers: threads building batches (default: one per core)",
+    )
     g.add_argument("--arch", help="model.arch, e.g. resnet50 or resnet50v2")
     g.add_argument(
         "--weights", help="model.weights: imagenet, none or a weights file"

@@ -70,6 +70,10 @@ class DataConfig:
             for smoke runs (`null` = all).
         augment_flip: random horizontal flips, drawn from numpy by seed.
         augment_crop_pad: pad-and-random-crop by this many pixels (0 = off).
+        workers: threads that decode, resize and augment batches ahead of
+            the model (`null` = one per CPU core, at most 16). Images stay at
+            native size in memory and are resized per batch; the worker
+            count never changes the batches.
     """
 
     source: str = field(default="tfds", metadata=_choice(*DATA_SOURCES))
@@ -86,6 +90,7 @@ class DataConfig:
     max_test_images: int | None = None
     augment_flip: bool = False
     augment_crop_pad: int = 0
+    workers: int | None = None
 
 
 @dataclass
@@ -343,6 +348,8 @@ def _check(cfg: RunConfig, source: str) -> None:
             raise bad(f"data.{key}", value, "a positive integer or null")
     if d.augment_crop_pad < 0:
         raise bad("data.augment_crop_pad", d.augment_crop_pad, "0 or more")
+    if d.workers is not None and d.workers < 1:
+        raise bad("data.workers", d.workers, "a positive integer or null")
     if d.source == "folder" and not d.path:
         raise bad(
             "data.path", d.path, "an image folder when data.source is folder"

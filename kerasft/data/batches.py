@@ -1,13 +1,31 @@
-"""Batches for `model.fit`: resized, preprocessed, in a seed-fixed order."""
+"""Batches for `model.fit`: resized, preprocessed, in a seed-fixed order.
+
+Batches are made on demand from images kept at native size (see
+`kerasft.data.images`), by Keras's own `PyDataset` workers: with
+`workers > 1` a thread pool builds the next batches ahead of the model, in
+order. Each batch is a pure function of (seed, epoch, index), so the worker
+count never changes what the model sees.
+"""
 
 from __future__ import annotations
 
 import math
+import os
 
 import keras
 import numpy as np
 
 from kerasft.data.images import Split
+
+
+# `data.workers: null` uses one thread per core, up to this many: past it a
+# GPU is fed already (see README, "Data loading") and threads only add memory.
+MAX_DEFAULT_WORKERS = 16
+
+
+def default_workers() -> int:
+    """Batch-building threads when `data.workers` is null: one per core."""
+    return max(1, min(os.cpu_count() or 1, MAX_DEFAULT_WORKERS))
 
 
 def preprocess_fn(arch: str):
@@ -51,6 +69,12 @@ class Batches(keras.utils.PyDataset):
         crop_pad: pad-and-random-crop margin in pixels. Defaults to `0`.
         epochs: serve this many epochs in one pass. Defaults to `None`.
         start_epoch: the epoch number of the first batch. Defaults to `0`.
+        workers: threads that build batches ahead of the model (Keras
+            `PyDataset` workers; Pillow and numpy release the GIL while they
+            decode, resize and preprocess). `1` builds each batch when the
+            model asks for it. Defaults to `1`.
+        max_queue_size: batches kept ready ahead of the model when
+            `workers > 1`. Defaults to `None` (twice `workers`, at least 4).
 
     Example:
 
@@ -73,9 +97,14 @@ class Batches(keras.utils.PyDataset):
         crop_pad: int = 0,
         epochs: int | None = None,
         start_epoch: int = 0,
-        **kwargs,
+        workers: int = 1,
+        max_queue_size: int | None = None,
     ):
-        super().__init__(**kwargs)
+        super().__init__(
+            workers=workers,
+            use_multiprocessing=False,
+            max_queue_size=max_queue_size or max(4, 2 * workers),
+        )
         self.split = split
         self.batch_size = batch_size
         self.image_size = image_size
@@ -88,18 +117,27 @@ class Batches(keras.utils.PyDataset):
         self.epochs = epochs
         self.start_epoch = start_epoch
         self.epoch = start_epoch
-        self._order = self._order_for(start_epoch)
+        # epoch -> order. Workers read it concurrently; an entry is computed
+        # from (seed, epoch) alone, so a race at worst computes it twice.
+        self._orders: dict[int, np.ndarray] = {}
 
     def _order_for(self, epoch: int) -> np.ndarray:
-        n = len(self.split)
-        if not self.shuffle:
-            return np.arange(n)
-        return np.random.default_rng([self.seed, 11, epoch]).permutation(n)
+        order = self._orders.get(epoch)
+        if order is None:
+            n = len(self.split)
+            if self.shuffle:
+                rng = np.random.default_rng([self.seed, 11, epoch])
+                order = rng.permutation(n)
+            else:
+                order = np.arange(n)
+            if len(self._orders) > 4:  # a multi-epoch object walks forward
+                self._orders.clear()
+            self._orders[epoch] = order
+        return order
 
     def set_epoch(self, epoch: int) -> None:
         """Selects the order of `epoch` (used when resuming or re-phasing)."""
         self.epoch = epoch
-        self._order = self._order_for(epoch)
 
     def on_epoch_end(self) -> None:
         if self.epochs is None:  # multi-epoch objects are fixed by index
@@ -118,24 +156,30 @@ class Batches(keras.utils.PyDataset):
         return self.num_batches
 
     def _locate(self, index: int) -> tuple[int, int]:
-        """(epoch, batch within the epoch) of batch `index`."""
+        """(epoch, batch within the epoch) of batch `index`.
+
+        Reads no mutable state but `self.epoch` of one-epoch objects, so
+        worker threads can build batches of any index at once.
+        """
         if self.epochs is None:
             return self.epoch, index
         epoch = self.start_epoch + index // self.steps_per_epoch
-        if epoch != self.epoch:
-            self.set_epoch(epoch)
         return epoch, index % self.steps_per_epoch
+
+    def _indices_at(self, epoch: int, j: int) -> np.ndarray:
+        start = j * self.batch_size
+        return self._order_for(epoch)[start : start + self.batch_size]
 
     def indices(self, index: int) -> np.ndarray:
         """Dataset indices of batch `index`."""
-        _, j = self._locate(index)
-        start = j * self.batch_size
-        return self._order[start : start + self.batch_size]
+        return self._indices_at(*self._locate(index))
 
     def images_uint8(self, index: int) -> np.ndarray:
         """Batch `index` as resized, augmented uint8 images (for plots)."""
-        epoch, j = self._locate(index)
-        idx = self.indices(index)
+        return self._images_at(*self._locate(index))
+
+    def _images_at(self, epoch: int, j: int) -> np.ndarray:
+        idx = self._indices_at(epoch, j)
         x = self.split.images.take(idx, self.image_size)
         if self.flip or self.crop_pad:
             x = self._augment(x, epoch, j)
@@ -155,9 +199,27 @@ class Batches(keras.utils.PyDataset):
             x[mask] = x[mask, :, ::-1]
         return x
 
+    def collect(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every batch, built by `workers` threads, joined in order.
+
+        For small sets read outside `model.fit` (the probe set).
+
+        Returns:
+            (images, labels), as `__getitem__` makes them.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max(1, self.workers)) as pool:
+            parts = list(pool.map(self.__getitem__, range(len(self))))
+        return (np.concatenate([p[0] for p in parts]),
+                np.concatenate([p[1] for p in parts]))
+
     def __getitem__(self, index: int):
         if index >= self.num_batches:
             raise IndexError(index)
-        x = self.images_uint8(index).astype(np.float32)
-        y = self.split.labels[self.indices(index)].astype(np.int32)
+        # One _locate per batch: a one-epoch object's epoch may move on
+        # (on_epoch_end) while a worker is still inside this call.
+        epoch, j = self._locate(index)
+        x = self._images_at(epoch, j).astype(np.float32)
+        y = self.split.labels[self._indices_at(epoch, j)].astype(np.int32)
         return self.preprocess(x), y

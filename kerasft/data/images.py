@@ -1,15 +1,33 @@
-"""Image sets held as uint8 arrays or as files read on demand."""
+"""Image sets kept at native size (or encoded) and resized batch by batch.
+
+A set is never materialized at the model's input size: `ArrayImages` holds
+uint8 pixels at their native resolution (CIFAR's 32x32 take 3 KB an image),
+`EncodedImages` holds the encoded bytes of sets whose images differ in size
+(as tensorflow-datasets stores them), and `FileImages` holds only paths.
+`take` decodes and resizes just the images of one batch, so memory does not
+grow with the set's size beyond its native storage. The decode and resize
+run in Pillow, which releases the GIL, so `Batches` workers (threads) run
+them in parallel.
+"""
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
-# Resize a whole in-memory set once when the result stays below this size;
-# bigger sets are resized batch by batch.
-_PRERESIZE_LIMIT_BYTES = 1 << 30
+
+def _resize_pil(img, size: int) -> np.ndarray:
+    """One PIL image -> (size, size, 3) uint8, bilinear (the one resize)."""
+    from PIL import Image
+
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    if img.size != (size, size):
+        img = img.resize((size, size), Image.BILINEAR)
+    return np.asarray(img)
 
 
 def resize_uint8(images: np.ndarray, size: int) -> np.ndarray:
@@ -20,9 +38,7 @@ def resize_uint8(images: np.ndarray, size: int) -> np.ndarray:
 
     out = np.empty((len(images), size, size, 3), dtype=np.uint8)
     for i, img in enumerate(images):
-        out[i] = np.asarray(
-            Image.fromarray(img).resize((size, size), Image.BILINEAR)
-        )
+        out[i] = _resize_pil(Image.fromarray(img), size)
     return out
 
 
@@ -48,11 +64,21 @@ def to_rgb_uint8(images: np.ndarray) -> np.ndarray:
 
 
 class ArrayImages:
-    """Images already in memory as one uint8 array (N, H, W, 3)."""
+    """Images in memory as one uint8 array (N, H, W, 3) at native size.
+
+    Args:
+        images: the images at their native resolution.
+
+    Example:
+
+    ```python
+    imgs = ArrayImages(np.zeros((60000, 32, 32, 3), np.uint8))
+    imgs.take(np.arange(32), 224).shape  # (32, 224, 224, 3)
+    ```
+    """
 
     def __init__(self, images: np.ndarray):
         self.images = images
-        self._cache: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
         return len(self.images)
@@ -62,15 +88,41 @@ class ArrayImages:
 
     def take(self, indices: np.ndarray, size: int) -> np.ndarray:
         """The images at `indices`, resized to `size`, as uint8."""
-        if size not in self._cache:
-            n, h, w, c = self.images.shape
-            if (h, w) == (size, size):
-                self._cache[size] = self.images
-            elif n * size * size * c <= _PRERESIZE_LIMIT_BYTES:
-                self._cache[size] = resize_uint8(self.images, size)
-        if size in self._cache:
-            return self._cache[size][indices]
         return resize_uint8(self.images[indices], size)
+
+
+class EncodedImages:
+    """Images held as encoded bytes (PNG, JPEG, ...), decoded per batch.
+
+    Args:
+        blobs: one encoded image per entry.
+
+    Example:
+
+    ```python
+    imgs = EncodedImages([png_bytes, jpeg_bytes])
+    imgs.take(np.array([1]), 64).shape  # (1, 64, 64, 3)
+    ```
+    """
+
+    def __init__(self, blobs: Sequence[bytes]):
+        self.blobs = list(blobs)
+
+    def __len__(self) -> int:
+        return len(self.blobs)
+
+    def subset(self, indices: np.ndarray) -> "EncodedImages":
+        return EncodedImages([self.blobs[i] for i in indices])
+
+    def take(self, indices: np.ndarray, size: int) -> np.ndarray:
+        """The images at `indices`, decoded and resized to `size`."""
+        from PIL import Image
+
+        out = np.empty((len(indices), size, size, 3), dtype=np.uint8)
+        for k, i in enumerate(indices):
+            with Image.open(io.BytesIO(self.blobs[i])) as img:
+                out[k] = _resize_pil(img, size)
+        return out
 
 
 class FileImages:
@@ -86,14 +138,13 @@ class FileImages:
         return FileImages([self.paths[i] for i in indices])
 
     def take(self, indices: np.ndarray, size: int) -> np.ndarray:
+        """The images at `indices`, read and resized to `size`."""
         from PIL import Image
 
         out = np.empty((len(indices), size, size, 3), dtype=np.uint8)
         for k, i in enumerate(indices):
             with Image.open(self.paths[i]) as img:
-                out[k] = np.asarray(
-                    img.convert("RGB").resize((size, size), Image.BILINEAR)
-                )
+                out[k] = _resize_pil(img, size)
         return out
 
 
@@ -101,7 +152,7 @@ class FileImages:
 class Split:
     """One split: images plus integer labels."""
 
-    images: ArrayImages | FileImages
+    images: ArrayImages | EncodedImages | FileImages
     labels: np.ndarray
 
     def __len__(self) -> int:

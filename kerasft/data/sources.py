@@ -18,6 +18,7 @@ from kerasft.config import DataConfig
 from kerasft.data.images import (
     ArrayImages,
     DataSplits,
+    EncodedImages,
     FileImages,
     Split,
     to_rgb_uint8,
@@ -285,20 +286,46 @@ def _import_tfds():
     return tfds
 
 
-def _tfds_split_to_arrays(tfds, builder, split: str, size: int):
-    ds = builder.as_dataset(split=split, shuffle_files=False)
+# Examples per read of a tfds split: big enough that the per-batch Python
+# cost vanishes, small enough that a batch of encoded photos stays small.
+_TFDS_READ_BATCH = 1024
+
+
+def _tfds_split(tfds, builder, split: str) -> Split | None:
+    """One tfds split at native size: uint8 pixels or encoded bytes.
+
+    A set whose images share one shape (CIFAR-10's 32x32x3, MNIST's
+    28x28x1) is decoded once, by tf.data in parallel, into one uint8 array
+    of that shape. A set of differently sized images (tf_flowers, food101)
+    keeps each image's encoded bytes (`SkipDecoding`) and decodes it per
+    batch. Nothing is resized here: `Batches` resizes per batch.
+    """
+    image = builder.info.features["image"]
+    fixed = all(d is not None for d in image.shape)
+    decoders = None if fixed else {"image": tfds.decode.SkipDecoding()}
+    ds = builder.as_dataset(
+        split=split, shuffle_files=False, batch_size=_TFDS_READ_BATCH,
+        decoders=decoders,
+    )
     images, labels = [], []
     for ex in tfds.as_numpy(ds):
-        img = to_rgb_uint8(ex["image"][None])
-        if img.shape[1:3] != (size, size):
-            from kerasft.data.images import resize_uint8
-
-            img = resize_uint8(img, size)
-        images.append(img[0])
-        labels.append(int(ex["label"]))
-    if not images:
+        images.append(ex["image"] if fixed else list(ex["image"]))
+        labels.append(ex["label"])
+    if not labels:
         return None
-    return Split(ArrayImages(np.stack(images)), np.asarray(labels, np.int64))
+    labels = np.concatenate(labels).astype(np.int64)
+    if not fixed:
+        return Split(EncodedImages(
+            [b for part in images for b in part]), labels)
+    # Concatenate part by part into one array, freeing each part as it is
+    # copied, so the peak stays near one copy of the native-size set.
+    out = np.empty((len(labels), *images[0].shape[1:3], 3), np.uint8)
+    start = 0
+    while images:
+        part = to_rgb_uint8(images.pop(0))
+        out[start : start + len(part)] = part
+        start += len(part)
+    return Split(ArrayImages(out), labels)
 
 
 def _load_tfds(cfg: DataConfig, seed: int) -> DataSplits:
@@ -351,7 +378,7 @@ def _load_tfds(cfg: DataConfig, seed: int) -> DataSplits:
                 f"data split {split_name!r} does not exist in "
                 f"{cfg.name!r}. Available: {', '.join(sorted(available))}"
             )
-        return _tfds_split_to_arrays(tfds, builder, split_name, cfg.image_size)
+        return _tfds_split(tfds, builder, split_name)
 
     print(f"kerasft: reading {cfg.name} from tensorflow-datasets ...")
     train = load(cfg.train_split)

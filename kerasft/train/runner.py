@@ -19,7 +19,7 @@ import numpy as np
 import kerasft
 from kerasft import backend
 from kerasft.config import OptimizerConfig, RunConfig, save_config
-from kerasft.data import Batches, DataSplits, load_splits
+from kerasft.data import Batches, DataSplits, default_workers, load_splits
 from kerasft.model import apply_phase, build_model, make_phases
 from kerasft.rundir import FORMAT_VERSION, create_run_dir, write_json
 from kerasft.train.epoch_checkpoint import EpochCheckpoint
@@ -129,6 +129,7 @@ def _batches(cfg: RunConfig, split, train: bool, max_steps=None,
         crop_pad=d.augment_crop_pad if train else 0,
         epochs=epochs,
         start_epoch=start_epoch,
+        workers=d.workers or default_workers(),
     )
 
 
@@ -153,7 +154,7 @@ def make_recorders(cfg: RunConfig, splits: DataSplits, run_dir: Path) -> list:
         len(source), max(r.probe_size, r.embedding_size), cfg.seed
     )
     images = _batches(cfg, source.subset(idx), False)
-    x = np.concatenate([images[i][0] for i in range(len(images))])
+    x, _ = images.collect()
     probe = record.ProbeSet(x, source.labels[idx], idx, split_name)
     probe.save(directory / "probe.json", cfg.seed)
     batch = probe.head(r.probe_size)
