@@ -138,7 +138,11 @@ def test_tensorboard_reads_the_exported_histograms(recorded_run):
 
 
 def test_gradient_norms_are_the_gradients_sgd_applied(tmp_path):
-    """With plain SGD, W_t - W_(t-1) = -lr * g_t: the tap's norms must match."""
+    """With plain SGD, W_t - W_(t-1) = -lr * g_t: the tap's norms must match.
+
+    Every second step is recorded (rows at steps 2, 4, ...), plus each
+    epoch's last step (5 and 10) for the epoch's gradient histogram.
+    """
     import keras
 
     from kerasft import load_run
@@ -146,8 +150,8 @@ def test_gradient_norms_are_the_gradients_sgd_applied(tmp_path):
     from kerasft.record import GradientRecorder
 
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(32, 8, 8, 3)).astype("float32")
-    y = rng.integers(0, 3, 32)
+    x = rng.normal(size=(40, 8, 8, 3)).astype("float32")
+    y = rng.integers(0, 3, 40)
     model = keras.Sequential([
         keras.Input((8, 8, 3)),
         keras.layers.Conv2D(4, 3, name="conv"),
@@ -157,6 +161,7 @@ def test_gradient_norms_are_the_gradients_sgd_applied(tmp_path):
     lr = 0.5
     model.compile(keras.optimizers.SGD(lr),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    n_opt_vars = None
     snapshots = []
 
     class Snap(keras.callbacks.Callback):
@@ -171,27 +176,42 @@ def test_gradient_norms_are_the_gradients_sgd_applied(tmp_path):
             return {v.path: np.asarray(keras.ops.convert_to_numpy(v)).copy()
                     for v in self.model.trainable_weights}
 
+    def step_norm(t, name):
+        return np.linalg.norm(
+            (snapshots[t][name] - snapshots[t - 1][name]).ravel()) / lr
+
+    model.optimizer.build(model.trainable_variables)
+    n_opt_vars = len(model.optimizer.variables)
     store = tmp_path / "record"
-    model.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False,
-              callbacks=[GradientRecorder(store, every_steps=1), Snap()])
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0, shuffle=False,
+              callbacks=[GradientRecorder(store, every_steps=2), Snap()])
     run = load_run(tmp_path)
     gn = run.tables["grad_norms"]
-    assert list(gn["step"]) == [1, 2, 3, 4]
+    assert list(gn["step"]) == [2, 4, 6, 8, 10]
     names = [c for c in gn if c not in ("step", "epoch")]
     assert len(names) == 4 and any(n.endswith("conv/kernel") for n in names)
-    for t in range(1, 5):
+    for row, t in enumerate(gn["step"].astype(int)):
         for name in names:
-            step = snapshots[t][name] - snapshots[t - 1][name]
-            expected = np.linalg.norm(step.ravel()) / lr
-            np.testing.assert_allclose(gn[name][t - 1], expected, rtol=1e-4)
-    # the epoch-end gradient record keeps the full norm of the last step
-    g1 = run.records["gradients"][1]
-    np.testing.assert_allclose(
-        g1["stats"][:, 4], [gn[str(n)][-1] for n in g1["names"]], rtol=1e-6)
-    # and its sample is the whole gradient for these small tensors
-    last = {n: (snapshots[4][n] - snapshots[3][n]) / -lr for n in snapshots[4]}
-    for name, counts in zip(g1["names"], g1["counts"]):
-        assert counts.sum() == last[str(name)].size
+            np.testing.assert_allclose(gn[name][row], step_norm(t, name),
+                                       rtol=1e-4)
+    # each epoch's gradient record comes from its last step, recorded or not
+    for epoch, last in ((1, 5), (2, 10)):
+        g = run.records["gradients"][epoch]
+        assert int(g["step"]) == last
+        np.testing.assert_allclose(
+            g["stats"][:, 4], [step_norm(last, str(n)) for n in g["names"]],
+            rtol=1e-4)
+        # its sample is the whole gradient for these small tensors
+        grad = {n: (snapshots[last][n] - snapshots[last - 1][n]) / -lr
+                for n in snapshots[last]}
+        for name, counts, stats in zip(g["names"], g["counts"], g["stats"]):
+            assert counts.sum() == grad[str(name)].size
+            np.testing.assert_allclose(stats[2:4], [grad[str(name)].min(),
+                                       grad[str(name)].max()], rtol=1e-4,
+                                       atol=1e-7)
+    # the tap is gone after fit: the optimizer holds only its own state
+    assert not hasattr(model.optimizer, "_kerasft_gradient_tap")
+    assert len(model.optimizer.variables) == n_opt_vars
 
 
 def test_kill_9_leaves_a_readable_store(tmp_path):
@@ -258,3 +278,72 @@ def test_gradient_recorder_joins_a_model_that_already_trained(tmp_path):
     gn = load_run(tmp_path).tables["grad_norms"]
     cols = [c for c in gn if c not in ("step", "epoch")]
     assert len(cols) == 2 and all(np.isfinite(gn[c]).all() for c in cols)
+
+
+def test_device_histograms_equal_numpy_and_count_nonfinite():
+    """TensorStats (on the device) == store.histogram/summary_stats (numpy),
+    including values exactly on bin edges, outside the bins and NaN/inf."""
+    import keras
+
+    from kerasft.record import store
+    from kerasft.record.tensor_stats import TensorStats
+
+    rng = np.random.default_rng(0)
+    first = [rng.normal(size=(3, 3, 4, 8)).astype("float32"),
+             rng.normal(size=(store.QUANTILE_SAMPLE + 999,)).astype("float32"),
+             np.zeros(7, "float32")]
+    edges = np.stack([store.fixed_edges(a) for a in first])
+    later = [a * 3 for a in first]
+    later[0].flat[:65] = edges[0].astype("float32")  # on (rounded) edges
+    later[0].flat[65:68] = [np.nan, np.inf, -np.inf]
+    later[2][:] = np.nan
+    stats = TensorStats([a.shape for a in first], edges)
+    for arrays in (first, later):
+        out = stats([keras.ops.convert_to_tensor(a) for a in arrays],
+                    initial=[keras.ops.convert_to_tensor(a) for a in first])
+        for i, a in enumerate(arrays):
+            finite = a.ravel()[np.isfinite(a.ravel())]
+            np.testing.assert_array_equal(out["counts"][i],
+                                          store.histogram(finite, edges[i]))
+            assert out["nonfinite"][i] == a.size - finite.size
+            expected = (store.summary_stats(finite) if finite.size
+                        else np.full(len(store.STAT_NAMES), np.nan))
+            np.testing.assert_allclose(out["stats"][i], expected, rtol=1e-5,
+                                       atol=1e-6)
+    assert list(out["nonfinite"]) == [3, 0, 7]
+    assert out["counts"][0].sum() == first[0].size - 3
+    np.testing.assert_allclose(
+        out["delta"][1], np.linalg.norm(2 * first[1]), rtol=1e-5)
+
+
+def test_weight_recorder_on_device_writes_what_the_numpy_path_writes(
+        tmp_path):
+    import keras
+
+    from kerasft import load_run
+    from kerasft.record import WeightRecorder
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(16, 6)).astype("float32")
+    y = rng.integers(0, 2, 16)
+    records = {}
+    for on_device in (False, True):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4),
+                                  keras.layers.Dense(2)])
+        model.compile(keras.optimizers.SGD(0.1),
+                      keras.losses.SparseCategoricalCrossentropy(
+                          from_logits=True))
+        d = tmp_path / str(on_device)
+        model.fit(x, y, batch_size=8, epochs=2, verbose=0, shuffle=False,
+                  callbacks=[WeightRecorder(d / "record",
+                                            on_device=on_device)])
+        records[on_device] = load_run(d).records["weights"]
+    for e in (0, 1, 2):
+        a, b = records[False][e], records[True][e]
+        np.testing.assert_array_equal(a["counts"], b["counts"])
+        np.testing.assert_array_equal(a["nonfinite"], b["nonfinite"])
+        np.testing.assert_allclose(a["stats"], b["stats"], rtol=1e-5,
+                                   atol=1e-7)
+        np.testing.assert_allclose(a["rel_change"], b["rel_change"],
+                                   rtol=1e-5, equal_nan=True)

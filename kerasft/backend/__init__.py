@@ -152,3 +152,58 @@ def enable_determinism() -> list[str]:
         "determinism makes each backend repeat itself, not agree bit for bit"
     )
     return notes
+
+
+def compile_function(fn):
+    """`fn` (written with `keras.ops`) compiled the way the backend compiles.
+
+    `tf.function` on TensorFlow and `jax.jit` on JAX, so a function of many
+    small ops runs as one graph; torch runs it eagerly as it is (each op is
+    dispatched as it comes, which is cheap on torch). The function is traced
+    at its first call, per input shapes.
+
+    Args:
+        fn: a function of backend tensors (or nested lists of them).
+
+    Returns:
+        The compiled callable.
+    """
+    backend = name()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(fn, reduce_retracing=True)
+    if backend == "jax":
+        import jax
+
+        return jax.jit(fn)
+    return fn
+
+
+def bincount(ids, length: int):
+    """Counts of each value of the int tensor `ids` in ``[0, length)``.
+
+    `keras.ops.bincount` cannot be compiled by JAX (its output length is
+    data-dependent) and torch's generic segment reduction is a slow
+    scatter on CPU; each framework's own bincount, given a fixed length,
+    is fast and compiles. Values must lie in ``[0, length)``.
+
+    Args:
+        ids: a 1-D integer backend tensor.
+        length: the number of counts.
+
+    Returns:
+        A (length,) integer backend tensor.
+    """
+    backend = name()
+    if backend == "torch":
+        import torch
+
+        return torch.bincount(ids.reshape(-1), minlength=length)
+    if backend == "jax":
+        import jax.numpy as jnp
+
+        return jnp.bincount(ids, length=length)
+    import tensorflow as tf
+
+    return tf.math.bincount(ids, minlength=length, maxlength=length)

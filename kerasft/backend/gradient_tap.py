@@ -4,11 +4,20 @@ Keras hands callbacks no gradients, and each backend computes them in its own
 compiled train step (a `tf.function`, a `jax.jit`, or eager torch). What every
 backend does call is the optimizer's `apply(grads, ...)` (JAX through
 `stateless_apply`, inside the jit). The tap wraps that method on one
-optimizer instance: with `keras.ops`, on the device, it writes each
-gradient's L2 norm and a fixed sample of its entries into extra optimizer
-variables. Being optimizer variables, they are threaded through JAX's
-stateless step like the optimizer's own slots. Nothing is copied to the host
-during training; a callback reads the two small variables when it wants.
+optimizer instance: on the device, it writes each gradient's L2 norm and a
+fixed sample of its entries into extra optimizer variables. Being optimizer
+variables, they are threaded through JAX's stateless step like the
+optimizer's own slots. Nothing is copied to the host during training; a
+callback reads the small variables when it wants.
+
+Only scheduled steps are recorded (`GradientTap.schedule`); the others cost
+nothing beyond the check. Torch runs the step eagerly, so the check is plain
+Python on Python integers (no device read, no sync). TensorFlow and JAX
+compile the step once, so the check is part of the graph: a small int32
+state variable counts the steps and a `keras.ops.cond` runs the reduction
+only when the count is due. On recorded steps the norms are fused
+(`torch._foreach_norm` on torch; one compiled graph on TensorFlow and JAX)
+and every reduction runs in float32, whatever the gradients' dtype.
 """
 
 from __future__ import annotations
@@ -17,13 +26,30 @@ import keras
 import numpy as np
 
 _ATTR = "_kerasft_gradient_tap"
+# Layout of the schedule state: [count, every, phase, last, recorded].
+_COUNT, _EVERY, _PHASE, _LAST, _RECORDED = range(5)
+
+
+def _due(count, every, phase, last):
+    """Whether apply number `count` (1-based) is recorded.
+
+    Works on Python ints and on backend tensors alike, so the eager (torch)
+    and compiled (TensorFlow, JAX) paths share one rule.
+    """
+    if isinstance(count, int):
+        return count % every == phase or count == last
+    ops = keras.ops
+    return ops.logical_or(
+        ops.equal(ops.mod(count, every), phase), ops.equal(count, last)
+    )
 
 
 class GradientTap:
-    """Per-variable gradient norms and entry samples of the latest step.
+    """Per-variable gradient norms and entry samples of the latest recorded step.
 
     Use `GradientTap.attach(optimizer, variables)`; it returns the existing
-    tap if the optimizer already has one for the same variables.
+    tap if the optimizer already has one for the same variables. Until
+    `schedule` is called, every step is recorded.
 
     Args:
         optimizer: a built or unbuilt Keras optimizer.
@@ -48,6 +74,10 @@ class GradientTap:
             )
             self.sample_index.append(idx.astype(np.int32))
         self.offsets = np.cumsum([0] + [len(i) for i in self.sample_index])
+        self._eager = keras.backend.backend() == "torch"
+        # The torch path keeps the schedule in Python (see module docstring).
+        self._py_state = [0, 1, 0, -1, 0]
+        self._device_index = None
         with keras.name_scope("kerasft_gradient_tap"):
             self.norms = optimizer.add_variable(
                 (len(self.variables),), initializer="zeros", name="grad_norms"
@@ -57,7 +87,14 @@ class GradientTap:
                 (int(self.offsets[-1]),), initializer="zeros",
                 name="grad_samples",
             )
-        self._own = [self.norms, self.samples]
+            self._own = [self.norms, self.samples]
+            if not self._eager:
+                self.state = optimizer.add_variable(
+                    (5,), initializer="zeros", dtype="int32",
+                    name="schedule",
+                )
+                self.state.assign(np.array(self._py_state, "int32"))
+                self._own.append(self.state)
         self._original_apply = optimizer.apply
         optimizer.apply = self._apply
         setattr(optimizer, _ATTR, self)
@@ -78,44 +115,137 @@ class GradientTap:
             optimizer.build(trainable)
         return cls(optimizer, variables, sample_size, seed)
 
+    # ------------------------------------------------------------ schedule
+
+    def schedule(self, every: int = 1, phase: int = 0, last: int = -1,
+                 count: int = 0) -> None:
+        """Which of the coming `apply` calls are recorded.
+
+        Apply number ``n`` (1-based, counted from `count`) is recorded when
+        ``n % every == phase`` or ``n == last``. Call it outside the train
+        step (a callback's `on_train_begin` / `on_epoch_begin`; under JAX
+        the state reaches the step when Keras next loads it, which fit does
+        at every epoch start).
+
+        Args:
+            every: record every this many steps. Defaults to `1`.
+            phase: the remainder of recorded steps. Defaults to `0`.
+            last: also record this apply number (e.g. an epoch's last
+                step; `-1`: none). Defaults to `-1`.
+            count: applies already counted. Defaults to `0`.
+        """
+        # A reset (count 0) starts a new numbering: nothing recorded in it.
+        recorded = self.recorded_count() if count else 0
+        self._py_state = [int(count), int(every), int(phase) % int(every),
+                          int(last), recorded]
+        if not self._eager:
+            self.state.assign(np.array(self._py_state, "int32"))
+
+    def recorded_count(self) -> int:
+        """The apply number of the latest recorded step, in the numbering of
+        the last `schedule` call (0: none recorded in it yet)."""
+        if self._eager:
+            return self._py_state[_RECORDED]
+        return int(np.asarray(keras.ops.convert_to_numpy(self.state))[
+            _RECORDED])
+
+    # ------------------------------------------------------------ the step
+
     def _apply(self, grads, trainable_variables=None):
-        opt = self.optimizer
+        if self._eager:
+            s = self._py_state
+            s[_COUNT] += 1
+            if _due(s[_COUNT], s[_EVERY], s[_PHASE], s[_LAST]):
+                s[_RECORDED] = s[_COUNT]
+                self._record_torch(grads, trainable_variables)
+        else:
+            self._record_compiled(grads, trainable_variables)
+        return self._original_apply(grads, trainable_variables)
+
+    def _by_index(self, grads, trainable_variables):
+        """The gradients in tap order (None where a variable got none)."""
         targets = (
             list(trainable_variables)
             if trainable_variables is not None
-            else list(opt._trainable_variables)
+            else list(self.optimizer._trainable_variables)
         )
-        norms = [None] * len(self.variables)
-        samples = [None] * len(self.variables)
+        out = [None] * len(self.variables)
         for g, v in zip(grads, targets):
             i = self._index.get(id(v))
-            if i is None or g is None:
-                continue
-            g = keras.ops.convert_to_tensor(g, "float32")
-            flat = keras.ops.reshape(g, (-1,))
-            norms[i] = keras.ops.sqrt(keras.ops.sum(keras.ops.square(flat)))
-            samples[i] = keras.ops.take(flat, self.sample_index[i])
-        nan = keras.ops.convert_to_tensor(np.float32(np.nan))
-        self.norms.assign(
-            keras.ops.stack([n if n is not None else nan for n in norms])
-        )
-        self.samples.assign(
-            keras.ops.concatenate(
-                [
-                    s if s is not None
-                    else keras.ops.full((len(self.sample_index[i]),), np.nan)
-                    for i, s in enumerate(samples)
+            if i is not None and g is not None:
+                out[i] = g
+        return out
+
+    def _record_torch(self, grads, trainable_variables):
+        import torch
+
+        ordered = self._by_index(grads, trainable_variables)
+        present = [i for i, g in enumerate(ordered) if g is not None]
+        with torch.no_grad():
+            device = self.norms.value.device
+            if self._device_index is None:
+                self._device_index = [
+                    torch.as_tensor(i, dtype=torch.long, device=device)
+                    for i in self.sample_index
                 ]
-            )
-        )
-        return self._original_apply(grads, trainable_variables)
+            norms = torch.full((len(ordered),), float("nan"),
+                               dtype=torch.float32, device=device)
+            samples = torch.full((int(self.offsets[-1]),), float("nan"),
+                                 dtype=torch.float32, device=device)
+            if present:
+                gs = [ordered[i].detach() for i in present]
+                fused = torch._foreach_norm(gs, 2, dtype=torch.float32)
+                norms[present] = torch.stack(fused)
+                for i, g in zip(present, gs):
+                    flat = g.reshape(-1)
+                    if len(self.sample_index[i]) < flat.numel():
+                        flat = flat.index_select(0, self._device_index[i])
+                    samples[self.offsets[i]:self.offsets[i + 1]] = flat
+            self.norms.assign(norms)
+            self.samples.assign(samples)
+
+    def _record_compiled(self, grads, trainable_variables):
+        ops = keras.ops
+        ordered = self._by_index(grads, trainable_variables)
+        state = self.state.value
+        count = state[_COUNT] + 1
+        due = _due(count, state[_EVERY], state[_PHASE], state[_LAST])
+        recorded = ops.where(due, count, state[_RECORDED])
+        self.state.assign(ops.stack(
+            [count, state[_EVERY], state[_PHASE], state[_LAST], recorded]))
+
+        def reduce():
+            norms, samples = [], []
+            for i, g in enumerate(ordered):
+                n = len(self.sample_index[i])
+                if g is None:
+                    norms.append(ops.full((), np.nan, "float32"))
+                    samples.append(ops.full((n,), np.nan, "float32"))
+                    continue
+                flat = ops.reshape(ops.cast(g, "float32"), (-1,))
+                norms.append(ops.sqrt(ops.sum(ops.square(flat))))
+                samples.append(flat if n == int(np.prod(flat.shape)) else
+                               ops.take(flat, self.sample_index[i]))
+            return ops.stack(norms), ops.concatenate(samples)
+
+        def keep():
+            return (ops.convert_to_tensor(self.norms.value),
+                    ops.convert_to_tensor(self.samples.value))
+
+        norms, samples = ops.cond(due, reduce, keep)
+        self.norms.assign(norms)
+        self.samples.assign(samples)
+
+    # ------------------------------------------------------------ reading
 
     def read_norms(self) -> np.ndarray:
-        """Gradient L2 norm per variable at the latest step (NaN: none)."""
+        """Gradient L2 norm per variable at the latest recorded step
+        (NaN: none)."""
         return np.asarray(keras.ops.convert_to_numpy(self.norms))
 
     def read_samples(self) -> list[np.ndarray]:
-        """The sampled gradient entries per variable at the latest step."""
+        """The sampled gradient entries per variable at the latest
+        recorded step."""
         flat = np.asarray(keras.ops.convert_to_numpy(self.samples))
         return [
             flat[self.offsets[i] : self.offsets[i + 1]]

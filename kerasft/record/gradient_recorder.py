@@ -17,15 +17,27 @@ class GradientRecorder(Recorder):
     ``gradients/epoch-NNNN.npz``: histograms (bins fixed from the first
     recorded step) and stats of a fixed sample of at most
     `store.GRADIENT_SAMPLE` entries per variable, from the epoch's last
-    step (``l2`` is the full gradient's norm). Norms and samples are taken
-    on the device by a `GradientTap` on the optimizer; frozen variables read
-    as empty cells. There is no epoch 0 (no step has run).
+    step (``l2`` is the full gradient's norm; ``step`` the global step the
+    sample comes from). The epoch's last step is recorded whether or not it
+    falls on `every_steps`; when Keras does not know the epoch's length
+    (a dataset without one) or the epoch stops early, the sample is the
+    last recorded step's. Norms and samples are taken on the device by a
+    `GradientTap` on the optimizer, on recorded steps only (other steps
+    cost nothing); frozen variables read as empty cells. There is no epoch
+    0 (no step has run). By default the tap is detached at `on_train_end`,
+    so the optimizer is left as it was (and saves without the tap's
+    variables).
 
     Args:
         directory: the store directory (``<run>/record``).
         every_steps: norm rows every this many steps. Defaults to `50`.
         every_epochs: histograms every this many epochs. Defaults to `1`.
         seed: picks the sampled entries. Defaults to `0`.
+        detach_at_end: detach the tap when `fit` ends. Pass `False` to keep
+            it (and the compiled step with it) across several `fit` calls
+            on the same optimizer, then call `recorder.tap.detach()`
+            yourself; re-attaching costs a new trace of the train step on
+            TensorFlow and JAX. Defaults to `True`.
 
     Example:
 
@@ -38,8 +50,9 @@ class GradientRecorder(Recorder):
     records_epoch_zero = False
 
     def __init__(self, directory, every_steps: int = 50, every_epochs: int = 1,
-                 seed: int = 0):
+                 seed: int = 0, detach_at_end: bool = True):
         super().__init__(directory, every_epochs)
+        self.detach_at_end = detach_at_end
         self.every_steps = every_steps
         self.seed = seed
         self._step = 0
@@ -64,10 +77,18 @@ class GradientRecorder(Recorder):
                 ["step", "epoch", *self.tap.names],
             )
         self._epoch = 0
+        # The tap counts its applies from 0 in this fit; recorder step
+        # `self._first + n` is apply n.
+        self._first = self._step
+        self.tap.schedule(self.every_steps, -self._step)
         super().on_train_begin(logs)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
+        done = self._step - self._first
+        steps = (self.params or {}).get("steps")
+        self.tap.schedule(self.every_steps, -self._first, done + steps
+                          if steps else -1, count=done)
 
     def on_train_batch_end(self, batch, logs=None):
         self._step += 1
@@ -84,6 +105,9 @@ class GradientRecorder(Recorder):
             self._table.write(row)
 
     def record(self, epoch: int) -> None:
+        recorded = self.tap.recorded_count()
+        if not recorded:
+            return  # no step of this fit was recorded yet
         norms = self.tap.read_norms()
         samples = self.tap.read_samples()
         keep = [i for i, n in enumerate(norms) if np.isfinite(n)]
@@ -93,10 +117,16 @@ class GradientRecorder(Recorder):
         arrays = [samples[i] for i in keep]
         out = self.histograms(names, arrays)
         out["stats"][:, store.STAT_NAMES.index("l2")] = norms[keep]
-        out["step"] = np.array(self._step)
+        out["step"] = np.array(self._first + recorded)
         store.write_npz(self.kind_dir / store.record_name(epoch), **out)
 
     def on_train_end(self, logs=None):
+        if self.tap is not None and self.detach_at_end:
+            # Leave the optimizer as the user gave it: saving it (or the
+            # model) then holds only its own state. The next fit attaches
+            # a new tap and rebuilds the train step.
+            self.tap.detach()
+            self.tap = None
         if self._table is not None:
             self._table.close()
             self._table = store.TableWriter(

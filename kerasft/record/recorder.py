@@ -100,11 +100,15 @@ class Recorder(keras.callbacks.Callback):
         return np.stack([known[n] for n in names])
 
     def histograms(self, names, arrays) -> dict[str, np.ndarray]:
-        edges = self.edges_for(names, arrays)
+        finite = [np.asarray(a)[np.isfinite(a)] for a in arrays]
+        edges = self.edges_for(names, finite)
         return {
             "names": np.array(names),
             "counts": np.stack(
-                [store.histogram(a, e) for a, e in zip(arrays, edges)]
+                [store.histogram(a, e) for a, e in zip(finite, edges)]
             ),
-            "stats": np.stack([store.summary_stats(a) for a in arrays]),
+            "stats": np.stack([store.summary_stats(a) for a in finite]),
+            "nonfinite": np.array(
+                [np.size(a) - f.size for a, f in zip(arrays, finite)],
+                dtype=np.int64),
         }

@@ -14,12 +14,18 @@ Format version 1 (readable with numpy and the csv module alone; no pickle)::
 
 Kinds (`KINDS`) and their arrays: every histogram kind holds ``names`` (V,)
 (Keras variable or layer paths), ``counts`` (V, B+2) int64 -- under-flow,
-B bins, over-flow -- and ``stats`` (V, len(STAT_NAMES)); plus:
+B bins, over-flow, of the finite values -- ``stats`` (V, len(STAT_NAMES))
+over the finite values (NaN where none is finite) and ``nonfinite`` (V,)
+int64, the number of NaN/inf entries (records written before it existed
+lack it: read it with ``rec.get("nonfinite")``); plus:
 
 - ``weights``: ``rel_change`` (V,) = ||W_t - W_0|| / ||W_0|| (NaN where
   W_0 = 0, e.g. biases).
 - ``gradients``: gradients of the last training step of the epoch, from a
-  fixed seeded sample of at most `GRADIENT_SAMPLE` entries per variable.
+  fixed seeded sample of at most `GRADIENT_SAMPLE` entries per variable;
+  ``step`` the global step they come from. The epoch's last step is always
+  recorded; if the epoch's length is unknown or it stopped early, the
+  sample is from the last recorded step (every ``record.every_steps``).
 - ``activations``: probe-batch block outputs; ``dead_fraction`` (V,) share
   of units whose absolute output is below `DEAD_THRESHOLD` on every probe
   image.

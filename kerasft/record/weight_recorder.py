@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 
+from kerasft import backend
 from kerasft.record import store
 from kerasft.record.recorder import Recorder, to_numpy, tracked_variables
+from kerasft.record.tensor_stats import TensorStats
 
 
 def relative_change(now: np.ndarray, start: np.ndarray) -> float:
@@ -31,6 +34,12 @@ class WeightRecorder(Recorder):
         every_epochs: record every this many epochs. Defaults to `1`.
         every_steps: also record every this many training steps (files
             ``weights/step-SSSSSSSS.npz``). Defaults to `None` (off).
+        on_device: reduce on the device with `TensorStats` (only counts
+            and statistics cross to the host) instead of copying the
+            weights to numpy. `None`: on an accelerator only -- on a CPU
+            the weights are already in host memory and numpy's
+            single-pass histogram is faster (measured: 0.27 s vs 0.57 s
+            for a 2.4M-entry kernel). Defaults to `None`.
 
     Example:
 
@@ -42,9 +51,12 @@ class WeightRecorder(Recorder):
 
     kind = "weights"
 
-    def __init__(self, directory, every_epochs: int = 1, every_steps=None):
+    def __init__(self, directory, every_epochs: int = 1, every_steps=None,
+                 on_device: bool | None = None):
         super().__init__(directory, every_epochs)
         self.every_steps = every_steps
+        self.on_device = on_device
+        self._stats = None
         self._initial = None
         self._step = 0
 
@@ -54,6 +66,13 @@ class WeightRecorder(Recorder):
         if self._initial is None:
             self._variables = tracked_variables(self.model)
             self._initial = [to_numpy(v).copy() for v in self._variables]
+            if self.on_device is None:
+                self.on_device = not backend.device().startswith("cpu")
+            if self.on_device:
+                self._initial_device = [
+                    keras.ops.copy(v.value) for v in self._variables]
+                self._initial_norm = np.array(
+                    [np.linalg.norm(a.ravel()) for a in self._initial])
         super().on_train_begin(logs)
 
     def on_train_batch_end(self, batch, logs=None):
@@ -69,9 +88,25 @@ class WeightRecorder(Recorder):
 
     def _write(self, path) -> None:
         names = [v.path for v in self._variables]
+        if self.on_device:
+            store.write_npz(path, **self._reduce_on_device(names))
+            return
         arrays = [to_numpy(v) for v in self._variables]
         out = self.histograms(names, arrays)
         out["rel_change"] = np.array(
             [relative_change(a, a0) for a, a0 in zip(arrays, self._initial)]
         )
         store.write_npz(path, **out)
+
+    def _reduce_on_device(self, names) -> dict[str, np.ndarray]:
+        if self._stats is None:
+            # The edges come from the initial values (host copy, once).
+            edges = self.edges_for(names, self._initial)
+            self._stats = TensorStats(
+                [v.shape for v in self._variables], edges)
+        out = self._stats([v.value for v in self._variables],
+                          initial=self._initial_device)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rel = np.where(self._initial_norm == 0, np.nan,
+                           out.pop("delta") / self._initial_norm)
+        return {"names": np.array(names), **out, "rel_change": rel}

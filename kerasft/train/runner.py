@@ -166,8 +166,10 @@ def make_recorders(cfg: RunConfig, splits: DataSplits, run_dir: Path) -> list:
         out.append(record.WeightRecorder(
             directory, every_steps=r.weights_every_steps))
     if r.gradients:
+        # One fit per epoch: keep the tap (and the compiled step) between
+        # them; `train` detaches it before saving the model.
         out.append(record.GradientRecorder(
-            directory, r.every_steps, seed=cfg.seed))
+            directory, r.every_steps, seed=cfg.seed, detach_at_end=False))
     if r.update_ratios:
         out.append(record.UpdateRatioRecorder(directory, r.every_steps))
     if r.activations:
