@@ -34,6 +34,7 @@ _FLAG_KEYS = {
     "optimizer": "optimizer.name",
     "seed": "seed",
     "name": "name",
+    "precision": "train.precision",
 }
 
 
@@ -150,6 +151,10 @@ def _build_parser() -> argparse.ArgumentParser:
     g.add_argument("--plan", help="plan.kind: head, full or phased")
     g.add_argument("--lr", type=float, help="optimizer.learning_rate")
     g.add_argument("--optimizer", help="optimizer.name: sgd, adam or adamw")
+    g.add_argument(
+        "--precision",
+        help="train.precision: float32, mixed_bfloat16 or mixed_float16",
+    )
     g.add_argument("--seed", type=int, help="seed")
     g.add_argument("--name", help="run name (part of the run directory name)")
     r = sub.add_parser(
