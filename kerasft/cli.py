@@ -197,8 +197,9 @@ def _compare(args: argparse.Namespace) -> int:
         print(f"kerasft: warning: {w}")
     for pair, checks in result.checks.items():
         bad = [c for c in checks if not c["ok"]]
+        tier = checks[0]["tier"] if checks else "-"
         print(f"kerasft: {pair}: {len(checks) - len(bad)}/{len(checks)} "
-              "tolerance checks pass")
+              f"tolerance checks pass ({tier} tier)")
         for c in bad:
             print(f"kerasft:   FAILS {c['name']}: {c['value']:.3g} > "
                   f"{c['tolerance']:g} at {c['where']}")

@@ -260,3 +260,21 @@ def test_parity_tier_follows_the_runs_precision(a, b, tier):
             tolerances.FLOAT32.activation_epoch0_rel)
         assert chosen.loss_after_epoch_rel > (
             tolerances.FLOAT32.loss_after_epoch_rel)
+
+
+def test_parity_checks_use_the_mixed_tier_for_a_mixed_run():
+    """A loss difference normal for bfloat16 fails the float32 tier and
+    passes the mixed one, chosen from the runs' configs alone."""
+    from kerasft.compare import parity_checks
+
+    def run(precision, loss):
+        r = _Run(precision)
+        r.records, r.metrics = {}, {"loss": np.array([loss])}
+        return r
+
+    f32 = parity_checks(run("float32", 2.0), run("float32", 2.01))
+    mixed = parity_checks(run("float32", 2.0), run("mixed_bfloat16", 2.01))
+    assert [(c.name, c.ok, c.tier) for c in f32] == [
+        ("epoch-1 loss rel. diff", False, "float32")]
+    assert [(c.name, c.ok, c.tier) for c in mixed] == [
+        ("epoch-1 loss rel. diff", True, "mixed precision")]
