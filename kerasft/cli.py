@@ -35,6 +35,7 @@ _FLAG_KEYS = {
     "optimizer": "optimizer.name",
     "seed": "seed",
     "name": "name",
+    "precision": "train.precision",
 }
 
 
@@ -155,6 +156,10 @@ def _build_parser() -> argparse.ArgumentParser:
     g.add_argument("--plan", help="plan.kind: head, full or phased")
     g.add_argument("--lr", type=float, help="optimizer.learning_rate")
     g.add_argument("--optimizer", help="optimizer.name: sgd, adam or adamw")
+    g.add_argument(
+        "--precision",
+        help="train.precision: float32, mixed_bfloat16 or mixed_float16",
+    )
     g.add_argument("--seed", type=int, help="seed")
     g.add_argument("--name", help="run name (part of the run directory name)")
     r = sub.add_parser(
@@ -197,8 +202,9 @@ def _compare(args: argparse.Namespace) -> int:
         print(f"kerasft: warning: {w}")
     for pair, checks in result.checks.items():
         bad = [c for c in checks if not c["ok"]]
+        tier = checks[0]["tier"] if checks else "-"
         print(f"kerasft: {pair}: {len(checks) - len(bad)}/{len(checks)} "
-              "tolerance checks pass")
+              f"tolerance checks pass ({tier} tier)")
         for c in bad:
             print(f"kerasft:   FAILS {c['name']}: {c['value']:.3g} > "
                   f"{c['tolerance']:g} at {c['where']}")

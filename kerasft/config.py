@@ -44,6 +44,9 @@ PLANS = ("head", "full", "phased")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine")
 BN_MODES = ("inference", "train")
+# Keras dtype-policy names (keras.mixed_precision): variables stay float32,
+# layers compute in the second half of the name.
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
 def _choice(*choices: str) -> dict:
@@ -171,6 +174,21 @@ class TrainConfig:
         checkpoint_every: save weights every this many epochs.
         verbose: Keras progress output: `auto`, 0, 1 or 2.
         deterministic: turn on the backend's deterministic ops.
+        precision: `float32`, `mixed_bfloat16` or `mixed_float16`: the Keras
+            dtype policy the model is built with. Mixed policies keep the
+            variables (and so the optimizer, the recorded weights and
+            checkpoints) in float32 and compute in 16 bits; the head's
+            logits and the loss stay float32. `mixed_float16` adds Keras's
+            dynamic loss scaling (`LossScaleOptimizer`). Use
+            `mixed_bfloat16` on GPUs with bfloat16 (A100, H100, recent
+            TPUs/CPUs), `mixed_float16` on older NVIDIA GPUs (V100, T4).
+            Defaults to `"float32"`.
+        jit_compile: `auto`, `true` or `false`, passed to `model.compile`.
+            `auto` is Keras's own choice per backend: torch runs eagerly
+            (`true` would use `torch.compile`), tensorflow compiles with
+            XLA on a GPU and not on a CPU-only machine, jax always compiles
+            with XLA (`false` runs the step un-jitted, very slowly).
+            Defaults to `"auto"`.
     """
 
     epochs: int = 5
@@ -178,6 +196,8 @@ class TrainConfig:
     checkpoint_every: int = 1
     verbose: int | str = "auto"
     deterministic: bool = False
+    precision: str = field(default="float32", metadata=_choice(*PRECISIONS))
+    jit_compile: bool | str = "auto"
 
 
 @dataclass
@@ -414,6 +434,8 @@ def _check(cfg: RunConfig, source: str) -> None:
         raise bad("train.checkpoint_every", t.checkpoint_every, "at least 1")
     if t.verbose not in ("auto", 0, 1, 2):
         raise bad("train.verbose", t.verbose, "auto, 0, 1 or 2")
+    if t.jit_compile not in ("auto", True, False):
+        raise bad("train.jit_compile", t.jit_compile, "auto, true or false")
     r = cfg.record
     for key in ("every_steps", "scalars_every_steps", "probe_size",
                 "embedding_size"):

@@ -70,7 +70,12 @@ def framework_version() -> str:
 
 
 def device() -> str:
-    """A short description of the device the backend computes on."""
+    """A short description of the device the backend computes on.
+
+    Keras places the model and every batch on it by itself: torch on
+    ``cuda:0`` when CUDA is available, tensorflow and jax on their first
+    GPU. Its string holds "GPU"/"cuda"/"gpu" when one is used.
+    """
     backend = name()
     if backend == "torch":
         import torch
@@ -83,7 +88,9 @@ def device() -> str:
 
         gpus = tf.config.list_physical_devices("GPU")
         if gpus:
-            return f"{gpus[0].name} ({len(gpus)} GPU)"
+            details = tf.config.experimental.get_device_details(gpus[0])
+            kind = details.get("device_name", "")
+            return f"{gpus[0].name} ({kind}; {len(gpus)} GPU)"
         return f"cpu ({platform.processor() or platform.machine()})"
     if backend == "jax":
         import jax

@@ -78,25 +78,28 @@ class GradientTap:
         # The torch path keeps the schedule in Python (see module docstring).
         self._py_state = [0, 1, 0, -1, 0]
         self._device_index = None
+        # Under loss scaling the tap sits on the inner optimizer (see
+        # `unscaled_optimizer`); `self.optimizer` stays the model's one.
+        target = self._target = unscaled_optimizer(optimizer)
         with keras.name_scope("kerasft_gradient_tap"):
-            self.norms = optimizer.add_variable(
+            self.norms = target.add_variable(
                 (len(self.variables),), initializer="zeros", name="grad_norms"
             )
             self.norms.assign(np.full(len(self.variables), np.nan, "float32"))
-            self.samples = optimizer.add_variable(
+            self.samples = target.add_variable(
                 (int(self.offsets[-1]),), initializer="zeros",
                 name="grad_samples",
             )
             self._own = [self.norms, self.samples]
             if not self._eager:
-                self.state = optimizer.add_variable(
+                self.state = target.add_variable(
                     (5,), initializer="zeros", dtype="int32",
                     name="schedule",
                 )
                 self.state.assign(np.array(self._py_state, "int32"))
                 self._own.append(self.state)
-        self._original_apply = optimizer.apply
-        optimizer.apply = self._apply
+        self._original_apply = target.apply
+        target.apply = self._apply
         setattr(optimizer, _ATTR, self)
 
     @classmethod
@@ -167,7 +170,7 @@ class GradientTap:
         targets = (
             list(trainable_variables)
             if trainable_variables is not None
-            else list(self.optimizer._trainable_variables)
+            else list(self._target._trainable_variables)
         )
         out = [None] * len(self.variables)
         for g, v in zip(grads, targets):
@@ -258,7 +261,7 @@ class GradientTap:
         Call it before saving the optimizer (e.g. `model.save`), so the file
         holds only the optimizer's own state.
         """
-        opt = self.optimizer
+        opt = unscaled_optimizer(self.optimizer)
         opt.__dict__.pop("apply", None)  # back to the class's method
         # In place (the optimizer's tracker holds this very list, wrapped by
         # TensorFlow's tracking), by identity (a variable's == is
@@ -266,5 +269,24 @@ class GradientTap:
         for i in reversed(range(len(opt._variables))):
             if any(opt._variables[i] is o for o in self._own):
                 del opt._variables[i]
-        if getattr(opt, _ATTR, None) is self:
-            delattr(opt, _ATTR)
+        if getattr(self.optimizer, _ATTR, None) is self:
+            delattr(self.optimizer, _ATTR)
+
+
+def unscaled_optimizer(optimizer):
+    """The optimizer whose `apply` receives the unscaled gradients.
+
+    Under `mixed_float16` Keras wraps the optimizer in a
+    `keras.optimizers.LossScaleOptimizer`. Its `apply` gets the gradients
+    of the scaled loss (x 32768 at the start), and under JAX its
+    `stateless_apply` never calls its own `apply` at all. Both divide by the
+    scale and then call the inner optimizer's `apply` (JAX: through the
+    inner `stateless_apply`), on finite steps only: a step whose scaled
+    gradients overflowed is skipped, so the tap keeps the previous step's
+    values, and its schedule counts applied steps only (after a skipped
+    step, recorded steps come one training step later). The tap's variables are the inner optimizer's, which are part
+    of the wrapper's `variables`, so JAX threads them through the step.
+    """
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        return optimizer.inner_optimizer
+    return optimizer

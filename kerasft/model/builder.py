@@ -8,8 +8,10 @@ every backend and is the key under which everything is recorded.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+from typing import Iterator
 
 import keras
 
@@ -94,8 +96,29 @@ def _backbone(arch: str, weights: str | None, image_size: int):
         ) from None
 
 
+@contextlib.contextmanager
+def dtype_policy(name: str) -> Iterator[None]:
+    """Keras's global dtype policy is `name` inside the block only.
+
+    keras.applications models take their layers' policy from the global
+    one, so the model is built inside this block; afterwards the previous
+    policy is back, so a second `train()` in the same process (or the
+    caller's own models) is not affected. The built layers keep `name`.
+
+    Args:
+        name: a Keras dtype policy name, e.g. `"mixed_bfloat16"`.
+    """
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
 def build_model(
-    cfg: ModelConfig, num_classes: int, image_size: int
+    cfg: ModelConfig, num_classes: int, image_size: int,
+    precision: str = "float32",
 ) -> keras.Model:
     """Builds the backbone plus a new Dense head, with weights loaded.
 
@@ -103,6 +126,10 @@ def build_model(
         cfg: the model section of the run config.
         num_classes: outputs of the new head (logits).
         image_size: square input side in pixels.
+        precision: the Keras dtype policy of every layer but the head
+            (`float32`, `mixed_bfloat16` or `mixed_float16`); the head
+            always computes in float32, so the logits and the loss are
+            numerically stable. Defaults to `"float32"`.
 
     Returns:
         An uncompiled `keras.Model` whose layers keep their
@@ -120,19 +147,27 @@ def build_model(
     file = None
     if weights not in ("imagenet", "none"):
         file = os.path.expanduser(weights)
-    backbone = _backbone(
-        cfg.arch, "imagenet" if weights == "imagenet" else None, image_size
-    )
-    pool = (
-        keras.layers.GlobalAveragePooling2D
-        if cfg.pooling == "avg"
-        else keras.layers.GlobalMaxPooling2D
-    )
-    x = pool(name="head_pool")(backbone.output)
-    if cfg.dropout > 0:
-        x = keras.layers.Dropout(cfg.dropout, name="head_dropout")(x)
-    outputs = keras.layers.Dense(num_classes, name="head")(x)
-    model = keras.Model(backbone.input, outputs, name=f"{cfg.arch}_finetune")
+    with dtype_policy(precision):
+        backbone = _backbone(
+            cfg.arch, "imagenet" if weights == "imagenet" else None,
+            image_size,
+        )
+        pool = (
+            keras.layers.GlobalAveragePooling2D
+            if cfg.pooling == "avg"
+            else keras.layers.GlobalMaxPooling2D
+        )
+        x = pool(name="head_pool")(backbone.output)
+        if cfg.dropout > 0:
+            x = keras.layers.Dropout(cfg.dropout, name="head_dropout")(x)
+        outputs = keras.layers.Dense(
+            num_classes, name="head", dtype="float32"
+        )(x)
+        # The model's own policy decides at compile time whether Keras
+        # wraps the optimizer in a LossScaleOptimizer (mixed_float16).
+        model = keras.Model(
+            backbone.input, outputs, name=f"{cfg.arch}_finetune"
+        )
     if file is not None:
         load_weights_file(model, backbone, file, cfg.arch, num_classes)
     if cfg.bn_momentum is not None:

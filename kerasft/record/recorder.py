@@ -26,6 +26,15 @@ def tracked_variables(model: keras.Model) -> list:
 
 
 def to_numpy(value) -> np.ndarray:
+    """A tensor or variable as numpy, 16-bit floats widened to float32.
+
+    Under a mixed-precision policy activations are bfloat16 or float16:
+    numpy has no bfloat16 (torch's ``.numpy()`` refuses it), and float16
+    sums overflow, so recorders read and reduce in float32. The cast runs
+    on the device, before the copy to the host.
+    """
+    if keras.backend.standardize_dtype(value.dtype) in ("bfloat16", "float16"):
+        value = keras.ops.cast(value, "float32")
     return np.asarray(keras.ops.convert_to_numpy(value))
 
 

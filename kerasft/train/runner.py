@@ -102,6 +102,27 @@ def environment(cfg: RunConfig) -> dict:
     }
 
 
+def precision_record(model: keras.Model, cfg: RunConfig) -> dict:
+    """The numeric setup for env.json: precision, policy, jit, loss scaling.
+
+    Before `compile`, ``jit_compile`` is the configured value and
+    ``loss_scaling`` is unknown (None); after it, what Keras resolved.
+    """
+    policy = model.dtype_policy
+    compiled = getattr(model, "compiled", False)
+    return {
+        "precision": cfg.train.precision,
+        "dtype_policy": policy.name,
+        "compute_dtype": policy.compute_dtype,
+        "variable_dtype": policy.variable_dtype,
+        "jit_compile": model.jit_compile if compiled else cfg.train.jit_compile,
+        "loss_scaling": (
+            isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+            if compiled else None
+        ),
+    }
+
+
 def _data_record(splits: DataSplits) -> dict:
     return {
         "description": splits.description,
@@ -299,7 +320,8 @@ def train(
     backend.seed_everything(cfg.seed)
     if splits is None:
         splits = load_splits(cfg.data, cfg.seed)
-    model = build_model(cfg.model, splits.num_classes, cfg.data.image_size)
+    model = build_model(cfg.model, splits.num_classes, cfg.data.image_size,
+                        precision=cfg.train.precision)
 
     run_dir = create_run_dir(out, cfg.name, backend.name())
     status = {"state": "running", "epochs_done": 0}
@@ -310,6 +332,7 @@ def train(
     env["initial_weights_source"] = cfg.model.weights
     env["deterministic"] = cfg.train.deterministic
     env["determinism_notes"] = determinism
+    env.update(precision_record(model, cfg))
     write_json(run_dir / "env.json", env)
     write_json(run_dir / "data.json", _data_record(splits))
     model.save_weights(run_dir / "initial.weights.h5")
@@ -365,7 +388,11 @@ def train(
                     from_logits=True
                 ),
                 metrics=["accuracy"],
+                jit_compile=cfg.train.jit_compile,
             )
+            if len(phase_records) == 1:  # what Keras resolved, once
+                env.update(precision_record(model, cfg))
+                write_json(run_dir / "env.json", env)
             phase_end = epoch + phase.epochs
             callbacks = [
                 MetricsLogger(
