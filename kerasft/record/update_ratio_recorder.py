@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 
+from kerasft import backend
 from kerasft.record import store
 from kerasft.record.recorder import to_numpy, tracked_variables
 
-import keras
+
+def _ratios(current, previous):
+    """Per variable: ||current - previous|| and ||current||, in float32,
+    with a fresh copy of `current` (the next window's start).
+
+    One compiled function (TensorFlow, JAX) for all variables, so the
+    weights stay on the device and only the (V,) norms cross to the host.
+    The copy is explicit because torch updates its parameters in place.
+    """
+    ops = keras.ops
+    deltas, norms, snapshot = [], [], []
+    for now, before in zip(current, previous):
+        now32 = ops.cast(now, "float32")
+        d = now32 - ops.cast(before, "float32")
+        deltas.append(ops.sqrt(ops.sum(d * d)))
+        norms.append(ops.sqrt(ops.sum(now32 * now32)))
+        snapshot.append(ops.copy(now))
+    return ops.stack(deltas), ops.stack(norms), snapshot
 
 
 class UpdateRatioRecorder(keras.callbacks.Callback):
@@ -18,6 +37,10 @@ class UpdateRatioRecorder(keras.callbacks.Callback):
     is per window of `every_steps` steps divided by the window length, so it
     reads as a per-step ratio whatever N is. Variables that did not move
     (frozen) read 0.
+
+    The window's starting weights are kept on the device (one copy of the
+    model's weights) and the norms are reduced there: a recorded step copies
+    only two numbers per variable to the host, never the weights.
 
     Args:
         directory: the store directory (``<run>/record``).
@@ -37,6 +60,16 @@ class UpdateRatioRecorder(keras.callbacks.Callback):
         self._step = 0
         self._table = None
         self._previous = None
+        self._fn = None
+
+    def _values(self):
+        """The variables' live values, on the device."""
+        from kerasft.backend.gradients import sync_state
+
+        # Under JAX, fit keeps the live weights in its own state; this
+        # writes them back into the variables (a no-op elsewhere).
+        sync_state(self.model)
+        return [v.value for v in self._variables]
 
     def on_train_begin(self, logs=None):
         self._variables = tracked_variables(self.model)
@@ -45,7 +78,11 @@ class UpdateRatioRecorder(keras.callbacks.Callback):
                 f"{self.directory}/update_ratios.csv",
                 ["step", "epoch", *(v.path for v in self._variables)],
             )
-        self._previous = [to_numpy(v).copy() for v in self._variables]
+        if self._fn is None:
+            self._fn = backend.compile_function(_ratios)
+        values = self._values()
+        # Window start: a device copy (the delta against itself is unused).
+        _, _, self._previous = self._fn(values, values)
         self._since = 0
         self._epoch = 0
 
@@ -57,20 +94,20 @@ class UpdateRatioRecorder(keras.callbacks.Callback):
         self._since += 1
         if self._step % self.every_steps:
             return
-        from kerasft.backend.gradients import sync_state
-
-        sync_state(self.model)
+        deltas, norms, self._previous = self._fn(self._values(),
+                                                 self._previous)
+        deltas = to_numpy(deltas).astype(np.float64)
+        norms = to_numpy(norms).astype(np.float64)
+        # float32 as the weights are (and as the table has always held)
+        ratios = (deltas / np.maximum(norms, 1e-12) / self._since).astype(
+            np.float32)
         row = {"step": self._step, "epoch": self._epoch + 1}
-        current = [to_numpy(v) for v in self._variables]
-        for v, now, before in zip(self._variables, current, self._previous):
-            norm = np.linalg.norm(now.ravel())
-            delta = np.linalg.norm((now - before).ravel())
-            row[v.path] = delta / max(norm, 1e-12) / self._since
+        row.update(zip((v.path for v in self._variables), ratios))
         self._table.write(row)
-        self._previous = [c.copy() for c in current]
         self._since = 0
 
     def on_train_end(self, logs=None):
+        self._previous = None  # frees the device copy between fits
         if self._table is not None:
             self._table.close()
             self._table = store.TableWriter(
