@@ -349,8 +349,9 @@ def test_weight_recorder_on_device_writes_what_the_numpy_path_writes(
                                    rtol=1e-5, equal_nan=True)
 
 
-def test_update_ratios_equal_numpy_on_host_snapshots(tmp_path):
-    """The device-side ratios == ||W_t - W_(t-N)|| / ||W_t|| / N computed
+@pytest.mark.parametrize("on_device", [True, False])
+def test_update_ratios_equal_numpy_on_host_snapshots(tmp_path, on_device):
+    """The ratios (reduced on the device, or in numpy) == ||W_t - W_(t-N)|| / ||W_t|| / N computed
     in numpy from weights copied to the host at every step, across two
     fits (a new window starts at each fit); a frozen layer reads 0."""
     import keras
@@ -380,7 +381,8 @@ def test_update_ratios_equal_numpy_on_host_snapshots(tmp_path):
                 v.path: np.asarray(keras.ops.convert_to_numpy(v)).copy()
                 for v in self.model.weights})
 
-    recorder = UpdateRatioRecorder(tmp_path / "record", every_steps=4)
+    recorder = UpdateRatioRecorder(tmp_path / "record", every_steps=4,
+                                   on_device=on_device)
     for _ in range(2):  # 6 steps per fit: windows end at steps 4, 8, 12
         model.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False,
                   callbacks=[recorder, Snap()])
