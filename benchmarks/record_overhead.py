@@ -39,6 +39,7 @@ import argparse
 import os
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -91,6 +92,9 @@ def main() -> None:
     p.add_argument("--skip-step", action="store_true")
     p.add_argument("--skip-record", action="store_true")
     args = p.parse_args()
+    # Each part's table as soon as it is measured (also when piped to a
+    # file and cut short by a timeout).
+    sys.stdout.reconfigure(line_buffering=True)
 
     import keras
 
