@@ -347,3 +347,60 @@ def test_weight_recorder_on_device_writes_what_the_numpy_path_writes(
                                    atol=1e-7)
         np.testing.assert_allclose(a["rel_change"], b["rel_change"],
                                    rtol=1e-5, equal_nan=True)
+
+
+@pytest.mark.parametrize("on_device", [True, False])
+def test_update_ratios_equal_numpy_on_host_snapshots(tmp_path, on_device):
+    """The ratios (reduced on the device, or in numpy) == ||W_t - W_(t-N)|| / ||W_t|| / N computed
+    in numpy from weights copied to the host at every step, across two
+    fits (a new window starts at each fit); a frozen layer reads 0."""
+    import keras
+
+    from kerasft import load_run
+    from kerasft.backend.gradients import sync_state
+    from kerasft.record import UpdateRatioRecorder
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(48, 6)).astype("float32")
+    y = rng.integers(0, 3, 48)
+    model = keras.Sequential([
+        keras.Input((6,)), keras.layers.Dense(5, name="hidden"),
+        keras.layers.Dense(3, name="head")])
+    model.get_layer("hidden").trainable = False
+    model.compile(keras.optimizers.SGD(0.3, momentum=0.9),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    snapshots = []
+
+    class Snap(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.on_train_batch_end(None)
+
+        def on_train_batch_end(self, batch, logs=None):
+            sync_state(self.model)
+            snapshots.append({
+                v.path: np.asarray(keras.ops.convert_to_numpy(v)).copy()
+                for v in self.model.weights})
+
+    recorder = UpdateRatioRecorder(tmp_path / "record", every_steps=4,
+                                   on_device=on_device)
+    for _ in range(2):  # 6 steps per fit: windows end at steps 4, 8, 12
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False,
+                  callbacks=[recorder, Snap()])
+    # snapshot index of step t: fit 1 holds 0..6, fit 2 starts again at 7
+    at = {t: t if t <= 6 else t + 1 for t in range(13)}
+    window_start = {4: 0, 8: 7, 12: at[8]}  # step 8: began with fit 2
+    since = {4: 4, 8: 2, 12: 4}
+    ur = load_run(tmp_path).tables["update_ratios"]
+    assert list(ur["step"]) == [4, 8, 12]
+    names = [c for c in ur if c not in ("step", "epoch")]
+    assert len(names) == 4
+    for row, t in enumerate((4, 8, 12)):
+        now, before = snapshots[at[t]], snapshots[window_start[t]]
+        for name in names:
+            expected = (np.linalg.norm(now[name] - before[name])
+                        / max(np.linalg.norm(now[name]), 1e-12) / since[t])
+            np.testing.assert_allclose(ur[name][row], expected, rtol=1e-4,
+                                       atol=1e-9)
+    column = {n.split("/", 1)[-1]: n for n in names}  # "<model>/head/kernel"
+    assert (ur[column["head/kernel"]] > 0).all()
+    assert (ur[column["hidden/kernel"]] == 0).all()

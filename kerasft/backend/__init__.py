@@ -100,6 +100,74 @@ def device() -> str:
     return "unknown"
 
 
+def on_accelerator() -> bool:
+    """Whether the backend computes on something other than the host CPU.
+
+    Recorders reduce on the device only there: on a CPU the "device" is
+    host memory, where numpy's reductions are as fast or faster.
+    """
+    return not device().startswith("cpu")
+
+
+def _window_norms_keras(current, previous):
+    """`window_norms` in `keras.ops` (compiled on TensorFlow and JAX)."""
+    import keras
+
+    ops = keras.ops
+    deltas, norms, snapshot = [], [], []
+    for now, before in zip(current, previous):
+        now32 = ops.cast(now, "float32")
+        d = now32 - ops.cast(before, "float32")
+        deltas.append(ops.sqrt(ops.sum(d * d)))
+        norms.append(ops.sqrt(ops.sum(now32 * now32)))
+        snapshot.append(ops.copy(now))
+    return ops.stack(deltas), ops.stack(norms), snapshot
+
+
+_compiled_window_norms = None
+
+
+def window_norms(current, previous=None):
+    """||current - previous|| and ||current|| per tensor, on the device.
+
+    For update ratios: `previous` is the window's start, and the returned
+    snapshot of `current` is the next window's start. Reductions run in
+    float32. Nothing but the two (V,) results needs to reach the host.
+
+    Torch uses its fused multi-tensor kernels (`torch._foreach_*`, no
+    autograd) and copies into `previous` in place, so the snapshot costs
+    no new memory; TensorFlow and JAX run one compiled function.
+
+    Args:
+        current: the tensors now (backend tensors or variables' values).
+        previous: tensors of the same shapes from the window's start, as
+            returned by an earlier call (`None`: just take the snapshot;
+            the norms are then of `current` against itself).
+
+    Returns:
+        ``(delta_norms, norms, snapshot)``: two (V,) float32 backend
+        tensors and a list of V tensors to pass as `previous` next time.
+    """
+    global _compiled_window_norms
+    current = list(current)
+    if name() == "torch":
+        import torch
+
+        with torch.no_grad():
+            current = [c.detach() for c in current]
+            if previous is None:
+                previous = [torch.clone(c) for c in current]
+            deltas = torch._foreach_sub(current, previous)
+            dn = torch._foreach_norm(deltas, 2, dtype=torch.float32)
+            nn = torch._foreach_norm(current, 2, dtype=torch.float32)
+            torch._foreach_copy_(previous, current)
+            return torch.stack(dn), torch.stack(nn), previous
+    if _compiled_window_norms is None:
+        _compiled_window_norms = compile_function(_window_norms_keras)
+    return _compiled_window_norms(
+        current, current if previous is None else list(previous))
+
+
 def prepare_determinism() -> None:
     """Environment switches that must be set before a framework is imported.
 

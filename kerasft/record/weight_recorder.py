@@ -67,7 +67,7 @@ class WeightRecorder(Recorder):
             self._variables = tracked_variables(self.model)
             self._initial = [to_numpy(v).copy() for v in self._variables]
             if self.on_device is None:
-                self.on_device = not backend.device().startswith("cpu")
+                self.on_device = backend.on_accelerator()
             if self.on_device:
                 self._initial_device = [
                     keras.ops.copy(v.value) for v in self._variables]
