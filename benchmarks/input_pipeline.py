@@ -2,7 +2,7 @@
 
 Usage:
 
-    flock /tmp/bench.lock python benchmarks/input_pipeline.py \\
+    python benchmarks/input_pipeline.py \\
         [--images 60000] [--jpegs 300] [--backends torch,tensorflow,jax]
 
 Three parts, printed side by side in one run:
