@@ -30,6 +30,17 @@ def _resize_pil(img, size: int) -> np.ndarray:
     return np.asarray(img)
 
 
+def _decode_resized(sources: list, size: int) -> np.ndarray:
+    """Encoded images (paths or file objects) -> (N, size, size, 3) uint8."""
+    from PIL import Image
+
+    out = np.empty((len(sources), size, size, 3), dtype=np.uint8)
+    for k, source in enumerate(sources):
+        with Image.open(source) as img:
+            out[k] = _resize_pil(img, size)
+    return out
+
+
 def resize_uint8(images: np.ndarray, size: int) -> np.ndarray:
     """Bilinear resize of uint8 images (N, H, W, 3) to (N, size, size, 3)."""
     if images.shape[1] == size and images.shape[2] == size:
@@ -116,13 +127,8 @@ class EncodedImages:
 
     def take(self, indices: np.ndarray, size: int) -> np.ndarray:
         """The images at `indices`, decoded and resized to `size`."""
-        from PIL import Image
-
-        out = np.empty((len(indices), size, size, 3), dtype=np.uint8)
-        for k, i in enumerate(indices):
-            with Image.open(io.BytesIO(self.blobs[i])) as img:
-                out[k] = _resize_pil(img, size)
-        return out
+        return _decode_resized(
+            [io.BytesIO(self.blobs[i]) for i in indices], size)
 
 
 class FileImages:
@@ -139,13 +145,7 @@ class FileImages:
 
     def take(self, indices: np.ndarray, size: int) -> np.ndarray:
         """The images at `indices`, read and resized to `size`."""
-        from PIL import Image
-
-        out = np.empty((len(indices), size, size, 3), dtype=np.uint8)
-        for k, i in enumerate(indices):
-            with Image.open(self.paths[i]) as img:
-                out[k] = _resize_pil(img, size)
-        return out
+        return _decode_resized([self.paths[i] for i in indices], size)
 
 
 @dataclass
