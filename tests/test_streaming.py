@@ -182,3 +182,46 @@ def test_tfds_set_of_mixed_sizes_stays_encoded(tfds_mock):
     assert len(blobs) == 10 and all(isinstance(b, bytes) for b in blobs)
     x, _ = Batches(s.train, 4, 32, "resnet50", 0)[0]
     assert x.shape == (4, 32, 32, 3) and np.isfinite(x).all()
+
+
+def _losses_seen_by_fit(split, workers, build_first):
+    import keras
+
+    from kerasft import backend
+    from kerasft.data import Batches
+
+    backend.seed_everything(0)
+    model = keras.Sequential([
+        keras.Input((16, 16, 3)), keras.layers.Flatten(),
+        keras.layers.Dense(4, kernel_initializer="zeros"),
+    ])
+    model.compile(keras.optimizers.SGD(1e-3),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    batches = Batches(split, 8, 16, "resnet50", 3, shuffle=True, epochs=1,
+                      workers=workers)
+    if build_first:
+        backend.build_compiled_state(model, batches[0])
+    seen = []
+
+    class Losses(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            seen.append(float(logs["loss"]))
+
+    model.fit(batches, shuffle=False, epochs=1, verbose=0,
+              callbacks=[Losses()])
+    return seen
+
+
+def test_fit_sees_batch_zero_first_whatever_the_workers():
+    """`kerasft train` builds the compiled metrics before `fit` (as the
+    runner does), so Keras does not take batch 0 out of the workers' queue
+    for its own build: the per-step losses of 1 and 2 workers are equal."""
+    from kerasft.data.images import ArrayImages, Split
+
+    rng = np.random.default_rng(0)
+    split = Split(ArrayImages(rng.integers(0, 256, (48, 8, 8, 3), np.uint8)),
+                  rng.integers(0, 4, 48))
+    one = _losses_seen_by_fit(split, 1, build_first=True)
+    two = _losses_seen_by_fit(split, 2, build_first=True)
+    assert len(one) == len(two) == 6
+    np.testing.assert_allclose(two, one, rtol=1e-6)

@@ -282,3 +282,22 @@ def bincount(ids, length: int):
     import tensorflow as tf
 
     return tf.math.bincount(ids, minlength=length, maxlength=length)
+
+
+def build_compiled_state(model, batch) -> None:
+    """Builds a compiled model's loss and metrics from one (x, y) batch.
+
+    At its first call after `compile`, `fit` builds the compiled loss and
+    metrics from a batch it draws from the data itself. With a `PyDataset`
+    whose workers run ahead (Keras's `OrderedEnqueuer`), that draw takes
+    batch 0 out of the queue the epoch then reads, so on torch and jax the
+    epoch would start at batch 1 (tensorflow reads its own copy). Building
+    them here, from a batch the caller hands over, leaves fit nothing to
+    draw. Uses Keras's private `Trainer._symbolic_build`: this is the one
+    place that does.
+
+    Args:
+        model: a compiled Keras model.
+        batch: one `(x, y)` batch as the data yields it.
+    """
+    model._symbolic_build(data_batch=tuple(batch))

@@ -390,6 +390,9 @@ def train(
                 metrics=["accuracy"],
                 jit_compile=cfg.train.jit_compile,
             )
+            # fit must not draw a batch from the workers' queue to build
+            # the compiled metrics (it would skip batch 0 on torch and jax)
+            backend.build_compiled_state(model, train_batches[0])
             if len(phase_records) == 1:  # what Keras resolved, once
                 env.update(precision_record(model, cfg))
                 write_json(run_dir / "env.json", env)
