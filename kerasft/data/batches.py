@@ -28,16 +28,45 @@ def default_workers() -> int:
     return max(1, min(os.cpu_count() or 1, MAX_DEFAULT_WORKERS))
 
 
+# keras.applications' caffe-mode ImageNet mean, in BGR order.
+_CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68], np.float32)
+
+
+def _caffe(x: np.ndarray) -> np.ndarray:
+    """`keras.applications.resnet.preprocess_input`, into a contiguous array.
+
+    RGB -> BGR and the mean subtracted, channel by channel from the images
+    (uint8 or float) straight into a new contiguous float32 array: the same
+    float32 arithmetic as Keras's function after a float32 conversion, bit
+    for bit (a test checks it). Keras's own returns a channel-reversed view,
+    which every backend then copies into a contiguous tensor, a slow strided
+    copy of the whole float32 batch on the thread that feeds the model.
+    """
+    out = np.empty(x.shape, np.float32)
+    for k in range(3):
+        np.subtract(x[..., 2 - k], _CAFFE_MEAN_BGR[k], out=out[..., k],
+                    dtype=np.float32)
+    return out
+
+
+def _tf(x: np.ndarray) -> np.ndarray:
+    """`keras.applications.resnet_v2.preprocess_input` (pixels to [-1, 1]),
+    bit for bit, into a new contiguous float32 array."""
+    out = np.empty(x.shape, np.float32)
+    np.divide(x, np.float32(127.5), out=out, dtype=np.float32)
+    out -= np.float32(1.0)
+    return out
+
+
 def preprocess_fn(arch: str):
-    """The keras.applications `preprocess_input` matching a ResNet arch.
+    """The preprocessing matching a ResNet arch, on uint8 or float images.
 
     v1 ResNets expect caffe-style input (BGR, ImageNet mean subtracted);
-    v2 ResNets expect pixels scaled to [-1, 1]. Both run in numpy here, so
-    every backend receives identical arrays.
+    v2 ResNets expect pixels scaled to [-1, 1], as keras.applications'
+    `preprocess_input` does. Both run in numpy here, so every backend
+    receives identical arrays; the result is a new contiguous float32 array.
     """
-    if arch.endswith("v2"):
-        return keras.applications.resnet_v2.preprocess_input
-    return keras.applications.resnet.preprocess_input
+    return _tf if arch.endswith("v2") else _caffe
 
 
 class Batches(keras.utils.PyDataset):
@@ -220,6 +249,6 @@ class Batches(keras.utils.PyDataset):
         # One _locate per batch: a one-epoch object's epoch may move on
         # (on_epoch_end) while a worker is still inside this call.
         epoch, j = self._locate(index)
-        x = self._images_at(epoch, j).astype(np.float32)
+        x = self._images_at(epoch, j)
         y = self.split.labels[self._indices_at(epoch, j)].astype(np.int32)
         return self.preprocess(x), y
