@@ -148,7 +148,8 @@ def grain_rate(batches, threads: int, model) -> float:
     return len(batches.split) / (time.perf_counter() - t)
 
 
-def throughput(sources: dict, rounds: int, batch: int) -> dict:
+def throughput(sources: dict, rounds: int, batch: int, workers_list,
+               loaders) -> dict:
     import keras
 
     from kerasft.data import Batches
@@ -159,13 +160,15 @@ def throughput(sources: dict, rounds: int, batch: int) -> dict:
     results: dict = {}
     for _ in range(rounds):  # alternate every setting within each round
         for name, split in sources.items():
-            for workers in (1, 2):
+            for workers in workers_list:
                 b = Batches(split, batch, 224, "resnet50", 0, shuffle=True,
                             flip=True, workers=workers)
-                results.setdefault((name, "keras", workers), []).append(
-                    keras_rate(b, model))
-                results.setdefault((name, "grain", workers), []).append(
-                    grain_rate(b, workers, model))
+                if "keras" in loaders:
+                    results.setdefault((name, "keras", workers), []).append(
+                        keras_rate(b, model))
+                if "grain" in loaders:
+                    results.setdefault((name, "grain", workers), []).append(
+                        grain_rate(b, workers, model))
     return {k: statistics.median(v) for k, v in results.items()}
 
 
@@ -176,12 +179,25 @@ def main() -> None:
     p.add_argument("--cifar-throughput-images", type=int, default=1024)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--backends", default="torch,tensorflow,jax")
+    p.add_argument("--backends", default="torch,tensorflow,jax",
+                   help="part 1's backends; empty: leave part 1 out")
+    p.add_argument("--workers", default="1,2",
+                   help="part 2's worker counts, the first is the base")
+    p.add_argument("--loaders", default="keras,grain",
+                   help="part 2's loaders (grain needs the grain package)")
     args = p.parse_args()
+    workers_list = [int(w) for w in args.workers.split(",")]
+    loaders = args.loaders.split(",")
     sys.path.insert(0, str(REPO))
     tmp = Path(tempfile.mkdtemp(prefix="kerasft-input-"))
     print(f"cores: {os.cpu_count()}  load average: {os.getloadavg()}")
 
+    if args.backends:
+        startup_table(tmp, args)
+    part2(tmp, args, workers_list, loaders)
+
+
+def startup_table(tmp: Path, args) -> None:
     npz = tmp / "cifar_like.npz"
     x = structured_images(args.images, 32, 0)
     np.savez(npz, x_train=x, y_train=np.arange(args.images) % 10)
@@ -204,6 +220,8 @@ def main() -> None:
           "step); data peak = peak RSS while 50 batches streamed,\n  beyond "
           "the baseline and the native-size data.")
 
+
+def part2(tmp: Path, args, workers_list, loaders) -> None:
     from PIL import Image  # noqa: F401  (imported before timing)
 
     from kerasft.data.images import ArrayImages, Split
@@ -217,22 +235,29 @@ def main() -> None:
                                   validation_fraction=0), 0).train
     sources = {"32 px CIFAR-like": cifar,
                f"~500 px JPEG ({len(jpeg)} files)": jpeg}
-    rates = throughput(sources, args.rounds, args.batch)
+    rates = throughput(sources, args.rounds, args.batch, workers_list,
+                       loaders)
+    w0 = workers_list[0]
     print(f"\n2. input throughput at 224 px, images/s (median of "
-          f"{args.rounds} alternating rounds)")
-    print(f"{'source':<28}{'loader':<8}{'1 worker':>10}{'2 workers':>10}"
-          f"{'2w/1w':>7}{'per core (1w)':>15}{'cores @2500/s':>15}")
+          f"{args.rounds} alternating rounds; {os.cpu_count()} cores)")
+    print(f"{'source':<28}{'loader':<8}"
+          + "".join(f"{f'{w} worker' + ('s' if w > 1 else ''):>11}"
+                    for w in workers_list)
+          + "".join(f"{f'{w}w/{w0}w':>8}" for w in workers_list[1:])
+          + f"{'per core':>10}{'cores @2500/s':>15}")
     for name in sources:
-        for loader in ("keras", "grain"):
-            one = rates[(name, loader, 1)]
-            two = rates[(name, loader, 2)]
-            print(f"{name:<28}{loader:<8}{one:>10.0f}{two:>10.0f}"
-                  f"{two / one:>7.2f}{one:>15.0f}"
-                  f"{GPU_IMAGES_PER_S / one:>15.1f}")
+        for loader in loaders:
+            r = [rates[(name, loader, w)] for w in workers_list]
+            per_core = r[0] / w0
+            print(f"{name:<28}{loader:<8}"
+                  + "".join(f"{v:>11.0f}" for v in r)
+                  + "".join(f"{v / r[0]:>8.2f}" for v in r[1:])
+                  + f"{per_core:>10.0f}{GPU_IMAGES_PER_S / per_core:>15.1f}")
     print("  keras = kerasft's Batches through Keras PyDataset workers "
           "(model.predict);\n  grain = the same per-batch function run by "
-          "grain's thread prefetch, fed to the same model.predict.\n  per core = 1-worker rate (one core "
-          f"decoding); cores @2500/s = {GPU_IMAGES_PER_S} / per-core rate.")
+          "grain's thread prefetch, fed to the same model.predict.\n  per core = the "
+          f"{w0}-worker rate / {w0}; cores @2500/s = {GPU_IMAGES_PER_S} / "
+          "per-core rate (linear scaling assumed: compare the ratios).")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,14 @@ epochs after one warm-up epoch (TensorFlow's CPU speed flips between runs;
 a median of 3 or more is needed).
 
     KERAS_BACKEND=torch python benchmarks/throughput.py --steps 20
+    # on a GPU: ResNet50 at 224 px in mixed precision, as a real run
+    KERAS_BACKEND=jax python benchmarks/throughput.py --image-size 224 \\
+        --precision mixed_bfloat16 --steps 30
+
+kerasft's side feeds `model.fit` the way `kerasft train` does: its
+`Batches` through Keras's PyDataset workers (--workers, default one per
+core up to 16), resizing the native 8x8 digits per batch; plain
+`model.fit` gets the same images already resized, as in-memory arrays.
 """
 
 from __future__ import annotations
@@ -26,15 +34,24 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--steps", type=int, default=20, help="steps per epoch")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=1,
+                   help="epochs per timed fit (more steps per timing)")
     p.add_argument("--plan", default="full", choices=("full", "head"))
+    p.add_argument("--precision", default="float32",
+                   choices=("float32", "mixed_bfloat16", "mixed_float16"))
+    p.add_argument("--jit-compile", default="auto",
+                   choices=("auto", "true", "false"))
+    p.add_argument("--workers", type=int, default=None,
+                   help="data workers (default: kerasft's, one per core)")
     args = p.parse_args()
+    jit = {"auto": "auto", "true": True, "false": False}[args.jit_compile]
 
     import keras
     import numpy as np
 
     from kerasft import backend
     from kerasft.config import DataConfig, ModelConfig, PlanConfig, TrainConfig
-    from kerasft.data import Batches, load_splits
+    from kerasft.data import Batches, default_workers, load_splits
     from kerasft.model import apply_phase, build_model, make_phases
     from kerasft.train import EpochCheckpoint, MetricsLogger
 
@@ -44,17 +61,19 @@ def main() -> None:
         0,
     )
     bs, steps = args.batch_size, args.steps
+    workers = args.workers or default_workers()
     batches = Batches(
         splits.train, bs, args.image_size, args.arch, 0, shuffle=True,
-        max_steps=steps,
+        max_steps=steps, workers=workers,
     )
-    images_per_epoch = bs * steps
+    images_per_fit = bs * steps * args.epochs
 
     # 1. the pipeline alone: one thread building each batch from the native
-    # 8x8 digits (resize, preprocess), as `Batches` does inside fit
+    # 8x8 digits (resize, preprocess), what one worker does inside fit
     def pipeline_epoch():
-        for i in range(len(batches)):
-            batches[i]
+        for _ in range(args.epochs):
+            for i in range(len(batches)):
+                batches[i]
 
     # 2. plain model.fit on preprocessed in-memory arrays
     x = np.concatenate([batches[i][0] for i in range(steps)])
@@ -62,13 +81,15 @@ def main() -> None:
 
     def new_model():
         m = build_model(ModelConfig(arch=args.arch, weights="none"),
-                        splits.num_classes, args.image_size)
+                        splits.num_classes, args.image_size,
+                        precision=args.precision)
         (phase,) = make_phases(PlanConfig(kind=args.plan), TrainConfig(1))
         apply_phase(m, phase, "train" if args.plan == "full" else "inference")
         m.compile(
             optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             metrics=["accuracy"],
+            jit_compile=jit,
         )
         return m
 
@@ -84,18 +105,19 @@ def main() -> None:
         for _ in range(args.repeats):
             t = time.perf_counter()
             fn()
-            out.append(images_per_epoch / (time.perf_counter() - t))
+            out.append(images_per_fit / (time.perf_counter() - t))
         return statistics.median(out)
 
     pipe = timed(pipeline_epoch)
     fit_plain = timed(
-        lambda: plain.fit(x, y, batch_size=bs, epochs=1, shuffle=False,
-                          verbose=0)
+        lambda: plain.fit(x, y, batch_size=bs, epochs=args.epochs,
+                          shuffle=False, verbose=0)
     )
     # kerasft: the training loop `kerasft train` runs (Batches + its
     # per-epoch logger). The per-epoch checkpoint is timed on its own below.
     fit_ours = timed(
-        lambda: ours.fit(batches, epochs=1, verbose=0, callbacks=callbacks)
+        lambda: ours.fit(batches, epochs=args.epochs, verbose=0,
+                         callbacks=callbacks)
     )
     ckpt = EpochCheckpoint(os.path.join(tmp, "ckpt"))
     ckpt.set_model(ours)
@@ -106,9 +128,11 @@ def main() -> None:
     ckpt_seconds = time.perf_counter() - t
     epoch_seconds = len(splits.train) / fit_ours
     print(
-        f"backend {keras.backend.backend()} | {args.arch} {args.plan} "
-        f"{args.image_size}px batch {bs}, {steps} steps/epoch, "
-        f"median of {args.repeats}"
+        f"backend {keras.backend.backend()} on {backend.device()} | "
+        f"{args.arch} {args.plan} {args.image_size}px batch {bs}, "
+        f"{args.precision}, jit_compile {ours.jit_compile}, {workers} data "
+        f"workers, {steps} steps/epoch x {args.epochs} epoch(s) per timed "
+        f"fit, median of {args.repeats}"
     )
     print(f"  input pipeline, 1 thread {pipe:9.1f} img/s "
           f"({pipe / fit_ours:.1f}x the training speed)")
