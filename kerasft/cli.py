@@ -327,10 +327,11 @@ def _train(args: argparse.Namespace) -> int:
     cfg = load_config(path, overrides)
     _choose_backend(args.backend)
     _check_backend_installed()
-    if cfg.train.deterministic and "keras" not in sys.modules:
-        from kerasft import backend
+    from kerasft import backend
 
+    if cfg.train.deterministic and "keras" not in sys.modules:
         backend.prepare_determinism()
+    backend.keep_tensorflow_unloaded()
 
     from kerasft.train import train
 
@@ -360,6 +361,11 @@ def _num_classes(result) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Runs the CLI; returns the exit code."""
+    # TensorFlow (the tensorflow backend, tensorflow-datasets) logs its C++
+    # start-up lines (oneDNN, cpu_feature_guard) at INFO/WARNING when it is
+    # first imported; quiet them unless the user chose a level. Set here,
+    # before anything can import TensorFlow.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = _build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

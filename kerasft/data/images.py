@@ -79,6 +79,12 @@ def _float_scale(images: np.ndarray, name: str) -> float:
     )
 
 
+def _from_16_bit(values: np.ndarray) -> np.ndarray:
+    """16-bit pixels (65535 = white) -> uint8, rounded, never saturated."""
+    return ((values.astype(np.uint32) * 255 + 32767) // 65535).astype(
+        np.uint8)
+
+
 def _int_to_uint8(images: np.ndarray, name: str) -> np.ndarray:
     """Integer pixels -> uint8: [0, 255] as is; 16-bit data scaled."""
     lo = int(images.min()) if images.size else 0
@@ -86,9 +92,7 @@ def _int_to_uint8(images: np.ndarray, name: str) -> np.ndarray:
     if lo >= 0 and hi <= 255:
         return images.astype(np.uint8)
     if images.dtype == np.uint16:
-        # 16-bit pixels: 65535 is white. Round, do not saturate.
-        return ((images.astype(np.uint32) * 255 + 32767) // 65535).astype(
-            np.uint8)
+        return _from_16_bit(images)
     raise DataError(
         f"{name}: integer pixels must lie in [0, 255] (or be uint16 for "
         f"16-bit images). Received {images.dtype} values in [{lo}, {hi}]. "
@@ -171,9 +175,7 @@ def rgb_image(img, name: str):
                     "reads 8- and 16-bit images. Convert the file to an "
                     "8- or 16-bit PNG."
                 )
-        arr = arr.astype(np.uint16)
-        gray = (arr.astype(np.uint32) * 255 + 32767) // 65535
-        return Image.fromarray(gray.astype(np.uint8), "L").convert("RGB")
+        return Image.fromarray(_from_16_bit(arr), "L").convert("RGB")
     if img.mode == "F":
         arr = to_rgb_uint8(np.asarray(img)[None], name)[0]
         return Image.fromarray(arr, "RGB")
