@@ -68,7 +68,8 @@ def _cap(split: Split, limit: int | None, seed: int, salt: int) -> Split:
 
 def _carve(split: Split, fraction: float, seed: int, salt: int,
            description: str, what: str, fix: str) -> tuple[Split, Split]:
-    """Holds out `fraction` of each class; refuses a split too small for it."""
+    """Holds out `fraction` of each class; refuses a split too small for it
+    (a run needs a test split to report on)."""
     kept, held = stratified_split(split.labels, fraction, seed, salt)
     if len(held) == 0 or len(kept) == 0:
         raise DataError(
@@ -113,9 +114,15 @@ def _finish(
             "give a test split (x_test/y_test, a test/ folder)")
         description += f"; test = {TEST_FRACTION:.0%} of the set, by seed"
     if validation is None and cfg.validation_fraction > 0:
-        train, validation = _carve(
-            train, cfg.validation_fraction, seed, 2, description,
-            "a validation split", "set data.validation_fraction: 0")
+        kept, held = stratified_split(
+            train.labels, cfg.validation_fraction, seed, 2)
+        if len(held) == 0:
+            # Training runs without validation then (as with fraction 0).
+            print(f"kerasft: warning: {len(train)} training images are too "
+                  f"few to hold out {cfg.validation_fraction:.0%} of each "
+                  "class for validation; training without a validation "
+                  "split.", flush=True)
+        train, validation = train.subset(kept), train.subset(held)
         description += (
             f"; validation = {cfg.validation_fraction:.0%} of train, by seed"
         )
