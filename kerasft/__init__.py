@@ -40,5 +40,13 @@ def __getattr__(name: str):
     if name in _LAZY:
         import importlib
 
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        module = importlib.import_module(_LAZY[name])
+        # `train` is both a subpackage and its function: importing the
+        # subpackage binds it here under that name, so every later access
+        # gets the subpackage, which is callable (`kerasft.train(cfg)`
+        # calls the function; see kerasft/train/__init__.py). Return the
+        # same object the first time too.
+        if name in globals():
+            return globals()[name]
+        return getattr(module, name)
     raise AttributeError(f"module 'kerasft' has no attribute {name!r}")

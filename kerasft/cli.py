@@ -68,8 +68,24 @@ def resolve_config(name: str) -> Path:
     )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with kerasft's error style and no abbreviated options.
+
+    `allow_abbrev=False`: argparse would otherwise take ``--epoch 3`` as
+    ``--epochs 3`` (any unique prefix), so a typo would silently set
+    another key. A usage error is one line, ``Error: ...``, exit code 2.
+    """
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):
+        self.exit(2, f"Error: {message}. See '{self.prog} --help'.\n")
+
+
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="kerasft",
         description=(
             "Fine-tune keras.applications ResNets on a new image data set "
@@ -295,7 +311,9 @@ def _check_backend_installed() -> None:
 
 def _train(args: argparse.Namespace) -> int:
     from kerasft.config import load_config
+    from kerasft.rundir import check_parent
 
+    check_parent(args.out)
     path = resolve_config(args.config)
     overrides = list(args.overrides)
     for flag, key in _FLAG_KEYS.items():
@@ -309,10 +327,11 @@ def _train(args: argparse.Namespace) -> int:
     cfg = load_config(path, overrides)
     _choose_backend(args.backend)
     _check_backend_installed()
-    if cfg.train.deterministic and "keras" not in sys.modules:
-        from kerasft import backend
+    from kerasft import backend
 
+    if cfg.train.deterministic and "keras" not in sys.modules:
         backend.prepare_determinism()
+    backend.keep_tensorflow_unloaded()
 
     from kerasft.train import train
 
@@ -342,6 +361,11 @@ def _num_classes(result) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Runs the CLI; returns the exit code."""
+    # TensorFlow (the tensorflow backend, tensorflow-datasets) logs its C++
+    # start-up lines (oneDNN, cpu_feature_guard) at INFO/WARNING when it is
+    # first imported; quiet them unless the user chose a level. Set here,
+    # before anything can import TensorFlow.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = _build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -17,6 +17,7 @@ cfg.train.epochs  # 1
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -38,6 +39,19 @@ MODELS = (
 )
 # keras.applications refuses smaller inputs for these models.
 MIN_IMAGE_SIZE = 32
+# Activation memory grows with the square of the side: at 1024 px one
+# ResNet50 training image keeps ~21x what it keeps at 224 px (several GB),
+# more than one GPU holds for a batch; above it a typo (100000) would only
+# end in an out-of-memory crash after the data is loaded.
+MAX_IMAGE_SIZE = 1024
+# numpy's legacy seeding (np.random.seed, which keras.utils.set_random_seed
+# calls) takes 0 to 2**32 - 1.
+MAX_SEED = 2**32 - 1
+# A config is a few KB; these bound what a YAML file or a --set value may
+# expand to (aliases can make a 1 KB file expand to 10**9 nodes).
+MAX_CONFIG_BYTES = 1_000_000
+MAX_YAML_NODES = 100_000
+BAD_IMAGE_POLICIES = ("fail", "skip")
 DATA_SOURCES = ("tfds", "folder", "builtin", "numpy")
 BUILTIN_DATASETS = ("digits",)
 PLANS = ("head", "full", "phased")
@@ -77,6 +91,21 @@ class DataConfig:
             the model (`null` = one per CPU core, at most 16). Images stay at
             native size in memory and are resized per batch; the worker
             count never changes the batches.
+        on_bad_image: what to do with an image file (or encoded image) that
+            cannot be decoded, found when every image the run uses is
+            decoded once at native size before the first step: `fail` stops
+            with an error naming each bad file; `skip` leaves those images
+            out and prints a warning naming each one. Defaults to `"fail"`.
+
+    Pixel values: uint8 images are used as they are; other integer arrays
+    must hold values in [0, 255], except uint16 arrays (and 16-bit image
+    files) whose values exceed 255, which are read as 16-bit and scaled by
+    255/65535. Float arrays must lie in [0, 1] (scaled by 255) or in
+    [0, 255]; anything else (negative values, NaN or infinity, [0, 1] data
+    with a few values above 1) is an error naming the array and the fix:
+    kerasft never clips or rescales pixels by guesswork. Labels must be
+    integers (whole-number floats are accepted) in [0, number of classes),
+    one per image, as a 1-D array.
     """
 
     source: str = field(default="tfds", metadata=_choice(*DATA_SOURCES))
@@ -94,6 +123,8 @@ class DataConfig:
     augment_flip: bool = False
     augment_crop_pad: int = 0
     workers: int | None = None
+    on_bad_image: str = field(
+        default="fail", metadata=_choice(*BAD_IMAGE_POLICIES))
 
 
 @dataclass
@@ -242,7 +273,8 @@ class RunConfig:
 
     Args:
         name: run name, used in the run directory's name.
-        seed: seeds data order, augmentation, the probe set and random init.
+        seed: seeds data order, augmentation, the probe set and random init
+            (0 to 2**32 - 1).
         data, model, plan, optimizer, train, record: the sections above.
     """
 
@@ -262,6 +294,12 @@ class RunConfig:
 
 
 # ---------------------------------------------------------------- loading
+
+
+def _show(value: Any, limit: int = 120) -> str:
+    """`repr(value)`, cut to `limit` characters: errors stay one short line."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... (cut)"
 
 
 def _type_name(tp: Any) -> str:
@@ -285,7 +323,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             except ConfigError:
                 continue
         expected = " or ".join(_type_name(o) for o in options)
-        raise ConfigError(f"{where}: expected {expected}. Received: {value!r}")
+        raise ConfigError(f"{where}: expected {expected}. Received: {_show(value)}")
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -294,6 +332,10 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             return value
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(
+                    f"{where}: expected a finite number. Received: {_show(value)}"
+                )
             return float(value)
     elif tp is str:
         if isinstance(value, str):
@@ -301,7 +343,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     else:  # pragma: no cover - only the types above are used
         raise TypeError(f"unsupported config type {tp}")
     raise ConfigError(
-        f"{where}: expected {_type_name(tp)}. Received: {value!r}"
+        f"{where}: expected {_type_name(tp)}. Received: {_show(value)}"
     )
 
 
@@ -311,7 +353,7 @@ def _build(cls: type, data: Any, where: str, source: str) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(
             f"{source}: {where or 'the file'} must be a mapping of keys. "
-            f"Received: {data!r}"
+            f"Received: {_show(data)}"
         )
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -332,7 +374,7 @@ def _build(cls: type, data: Any, where: str, source: str) -> Any:
         if choices and value not in choices:
             raise ConfigError(
                 f"{source}: {path}: expected one of {', '.join(choices)}. "
-                f"Received: {value!r}"
+                f"Received: {_show(value)}"
             )
         kwargs[key] = value
     return cls(**kwargs)
@@ -343,16 +385,31 @@ def _check(cfg: RunConfig, source: str) -> None:
 
     def bad(key: str, value: Any, expected: str) -> ConfigError:
         return ConfigError(
-            f"{source}: {key}: expected {expected}. Received: {value!r}"
+            f"{source}: {key}: expected {expected}. Received: {_show(value)}"
         )
 
     d, m, p, o, t = cfg.data, cfg.model, cfg.plan, cfg.optimizer, cfg.train
+    # Each key's own range first, then the rules that tie keys together,
+    # so an error blames the key that is wrong (train.epochs: -3 is a bad
+    # epoch count, not a bad plan.head_epochs).
+    if not 0 <= cfg.seed <= MAX_SEED:
+        raise bad("seed", cfg.seed, f"an integer from 0 to 2**32 - 1 "
+                  f"({MAX_SEED}), the range numpy's seeding takes")
     if d.image_size < MIN_IMAGE_SIZE:
         raise bad(
             "data.image_size",
             d.image_size,
             f"at least {MIN_IMAGE_SIZE} (the smallest input "
             f"keras.applications accepts for {m.arch})",
+        )
+    if d.image_size > MAX_IMAGE_SIZE:
+        raise bad(
+            "data.image_size",
+            d.image_size,
+            f"at most {MAX_IMAGE_SIZE}: activation memory grows with the "
+            "square of the side (at 1024 px one ResNet50 training image "
+            "needs ~21x its 224 px memory, several GB); ImageNet ResNets "
+            "were trained at 224 px",
         )
     if d.batch_size < 1:
         raise bad("data.batch_size", d.batch_size, "a positive integer")
@@ -370,52 +427,10 @@ def _check(cfg: RunConfig, source: str) -> None:
         raise bad("data.augment_crop_pad", d.augment_crop_pad, "0 or more")
     if d.workers is not None and d.workers < 1:
         raise bad("data.workers", d.workers, "a positive integer or null")
-    if d.source == "folder" and not d.path:
-        raise bad(
-            "data.path", d.path, "an image folder when data.source is folder"
-        )
-    if d.source == "tfds" and not d.name:
-        raise bad(
-            "data.name",
-            d.name,
-            "a tensorflow-datasets name (e.g. cifar10) when data.source "
-            "is tfds",
-        )
-    if d.source == "builtin" and d.name not in BUILTIN_DATASETS:
-        raise bad(
-            "data.name",
-            d.name,
-            f"one of {', '.join(BUILTIN_DATASETS)} when data.source is "
-            "builtin (the sets that ship inside an installed package)",
-        )
-    if m.weights not in ("imagenet", "none") and not os.path.isfile(
-        os.path.expanduser(m.weights)
-    ):
-        raise bad(
-            "model.weights",
-            m.weights,
-            "imagenet, none, or the path of an existing weights file "
-            "(no such file)",
-        )
     if not 0.0 <= m.dropout < 1.0:
         raise bad("model.dropout", m.dropout, "a rate in [0, 1)")
     if m.bn_momentum is not None and not 0.0 <= m.bn_momentum < 1.0:
         raise bad("model.bn_momentum", m.bn_momentum, "a value in [0, 1)")
-    if isinstance(p.unfreeze, str) and p.unfreeze != "all":
-        raise bad("plan.unfreeze", p.unfreeze, "an integer 1-5 or 'all'")
-    if isinstance(p.unfreeze, int) and not 1 <= p.unfreeze <= 5:
-        raise bad("plan.unfreeze", p.unfreeze, "an integer 1-5 or 'all'")
-    if p.kind == "phased" and not 1 <= p.head_epochs < t.epochs:
-        raise bad(
-            "plan.head_epochs",
-            p.head_epochs,
-            f"at least 1 and less than train.epochs ({t.epochs}) so that "
-            "both phases run",
-        )
-    if not 0.0 < p.finetune_lr_factor <= 1.0:
-        raise bad(
-            "plan.finetune_lr_factor", p.finetune_lr_factor, "a value in (0, 1]"
-        )
     if o.learning_rate <= 0:
         raise bad("optimizer.learning_rate", o.learning_rate, "a value > 0")
     if not 0.0 <= o.momentum < 1.0:
@@ -444,6 +459,137 @@ def _check(cfg: RunConfig, source: str) -> None:
     if r.weights_every_steps is not None and r.weights_every_steps < 1:
         raise bad("record.weights_every_steps", r.weights_every_steps,
                   "at least 1 or null")
+    if isinstance(p.unfreeze, str) and p.unfreeze != "all":
+        raise bad("plan.unfreeze", p.unfreeze, "an integer 1-5 or 'all'")
+    if isinstance(p.unfreeze, int) and not 1 <= p.unfreeze <= 5:
+        raise bad("plan.unfreeze", p.unfreeze, "an integer 1-5 or 'all'")
+    if not 0.0 < p.finetune_lr_factor <= 1.0:
+        raise bad(
+            "plan.finetune_lr_factor", p.finetune_lr_factor, "a value in (0, 1]"
+        )
+    if p.kind == "phased" and p.head_epochs < 1:
+        raise bad("plan.head_epochs", p.head_epochs,
+                  "at least 1 (epochs of the phased plan's head phase)")
+    # Rules across keys.
+    if d.source == "folder" and not d.path:
+        raise bad(
+            "data.path", d.path, "an image folder when data.source is folder"
+        )
+    if d.source == "numpy" and not d.path:
+        raise bad(
+            "data.path", d.path, "a .npz file when data.source is numpy"
+        )
+    if d.source == "tfds" and not d.name:
+        raise bad(
+            "data.name",
+            d.name,
+            "a tensorflow-datasets name (e.g. cifar10) when data.source "
+            "is tfds",
+        )
+    if d.source == "builtin" and d.name not in BUILTIN_DATASETS:
+        raise bad(
+            "data.name",
+            d.name,
+            f"one of {', '.join(BUILTIN_DATASETS)} when data.source is "
+            "builtin (the sets that ship inside an installed package)",
+        )
+    if m.weights not in ("imagenet", "none") and not os.path.isfile(
+        os.path.expanduser(m.weights)
+    ):
+        raise bad(
+            "model.weights",
+            m.weights,
+            "imagenet, none, or the path of an existing weights file "
+            "(no such file)",
+        )
+    if p.kind == "phased" and not p.head_epochs < t.epochs:
+        raise bad(
+            "plan.head_epochs",
+            p.head_epochs,
+            f"less than train.epochs ({t.epochs}) so that both phases of "
+            "the phased plan run (or set plan.kind: head or full)",
+        )
+
+
+def _yaml_children(node: yaml.Node) -> list:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _check_expansion(root: yaml.Node, where: str) -> None:
+    """Refuses YAML whose aliases expand to more than `MAX_YAML_NODES`.
+
+    Counts every node as often as aliases repeat it, without expanding
+    anything (sizes are memoized per node), so a "billion laughs" file is
+    refused in microseconds; a recursive alias is refused too.
+    """
+    size: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        if done:
+            on_path.discard(key)
+            size[key] = 1 + sum(size[id(c)] for c in _yaml_children(node))
+            if size[key] > MAX_YAML_NODES:
+                raise ConfigError(
+                    f"{where}: its aliases (*name) expand to more than "
+                    f"{MAX_YAML_NODES:,} values, far beyond any config. "
+                    "Write the values out instead of nesting aliases."
+                )
+            continue
+        if key in size:
+            continue
+        if key in on_path:
+            raise ConfigError(
+                f"{where}: an alias refers to a node that contains it "
+                "(a recursive YAML structure). Remove the recursion."
+            )
+        on_path.add(key)
+        stack.append((node, True))
+        stack.extend((c, False) for c in _yaml_children(node)
+                     if id(c) not in size)
+
+
+def safe_yaml(text: str, where: str) -> Any:
+    """Parses YAML like `yaml.safe_load`, within a config's limits.
+
+    Refuses text over `MAX_CONFIG_BYTES`, aliases that expand past
+    `MAX_YAML_NODES` and nesting too deep for the parser, each with a
+    `ConfigError` naming `where`. YAML syntax errors and unsafe tags raise
+    `yaml.YAMLError` as `yaml.safe_load` does.
+
+    Args:
+        text: the YAML text.
+        where: the file or flag the text came from, for messages.
+
+    Returns:
+        The parsed data.
+    """
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"{where}: {len(text):,} characters is not a config (the limit "
+            f"is {MAX_CONFIG_BYTES:,}; shipped configs are ~1 KB). Check "
+            "that --config names the YAML file."
+        )
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expansion(node, where)
+        return loader.construct_document(node)
+    except RecursionError:
+        raise ConfigError(
+            f"{where}: nested too deeply for a config (the YAML parser "
+            "ran out of stack). Flatten the file."
+        ) from None
+    finally:
+        loader.dispose()
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -455,13 +601,46 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         )
     key, raw = text.split("=", 1)
     key = key.strip()
-    if not key:
-        raise ConfigError(f"--set has an empty key. Received: {text!r}")
+    if not key or any(not k for k in key.split(".")):
+        raise ConfigError(
+            f"--set has an empty key, expected e.g. train.epochs=3. "
+            f"Received: {text!r}"
+        )
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = safe_yaml(raw, f"--set {key}") if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     return key.split("."), value
+
+
+def _check_override_target(keys: list[str], value: Any, text: str) -> None:
+    """An override must not replace a whole section with a value.
+
+    ``--set data=3`` is refused here, naming what was typed, before a later
+    override (a flag's ``data.batch_size=...``) would trip over it.
+    """
+    cls = RunConfig
+    for depth, k in enumerate(keys):
+        f = {f.name: f for f in dataclasses.fields(cls)}.get(k)
+        if f is None:
+            return  # unknown keys are reported by _build, with the known ones
+        tp = typing.get_type_hints(cls)[k]
+        if not dataclasses.is_dataclass(tp):
+            if depth < len(keys) - 1:
+                raise ConfigError(
+                    f"--set {text}: '{'.'.join(keys[:depth + 1])}' is a "
+                    "value, not a section."
+                )
+            return
+        if depth == len(keys) - 1 and not isinstance(value, (dict, type(None))):
+            names = [x.name for x in dataclasses.fields(tp)]
+            raise ConfigError(
+                f"--set {text}: '{'.'.join(keys)}' is a section, not a "
+                f"value; set one of its keys ({', '.join(names)}), e.g. "
+                f"--set {'.'.join(keys)}.{names[0]}=... . Received: "
+                f"{_show(value)}"
+            )
+        cls = tp
 
 
 def config_from_dict(
@@ -481,10 +660,11 @@ def config_from_dict(
     if not isinstance(data, dict):
         raise ConfigError(
             f"{source}: expected a mapping of sections at the top level. "
-            f"Received: {data!r}"
+            f"Received: {_show(data)}"
         )
     for text in overrides:
         keys, value = parse_override(text)
+        _check_override_target(keys, value, text)
         node = data
         for k in keys[:-1]:
             child = node.get(k)
@@ -492,7 +672,9 @@ def config_from_dict(
                 child = node[k] = {}
             if not isinstance(child, dict):
                 raise ConfigError(
-                    f"--set {text}: '{k}' is a value, not a section."
+                    f"--set {text}: '{k}' is not a section here: it holds "
+                    f"{_show(child)} (set by the config file or an earlier "
+                    "--set)."
                 )
             node = child
         node[keys[-1]] = value
@@ -534,8 +716,22 @@ def load_config(
             f"config file not found: expected a YAML file. Received: "
             f"{str(path)!r}. The shipped configs are in configs/."
         )
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"{path}: {path.stat().st_size:,} bytes is not a config (the "
+            f"limit is {MAX_CONFIG_BYTES:,}; shipped configs are ~1 KB). "
+            "Check that --config names the YAML file."
+        )
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"{path}: expected a UTF-8 text (YAML) file. Received bytes that "
+            f"are not UTF-8 (at byte {e.start}). Check that --config names "
+            "the YAML file."
+        ) from None
+    try:
+        data = safe_yaml(text, str(path))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f" at line {mark.line + 1}" if mark else ""

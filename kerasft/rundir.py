@@ -52,13 +52,46 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "run"
 
 
+def check_parent(parent: str | os.PathLike, flag: str = "--out") -> Path:
+    """Checks that run directories can be made under `parent`; returns it.
+
+    Run before any data or model is loaded, so a typo in ``--out`` costs
+    seconds, not a whole load: the nearest existing folder on the path
+    must be a folder (not a regular file) that this user can write to.
+    Nothing is created.
+
+    Raises:
+        RunDirError: naming `flag`, the path and the part that is wrong.
+    """
+    from kerasft.errors import RunDirError
+
+    parent = Path(os.path.expanduser(str(parent)))
+    for existing in (parent, *parent.parents):
+        if not existing.exists():
+            continue
+        if not existing.is_dir():
+            raise RunDirError(
+                f"{flag}: expected a folder to create run directories in. "
+                f"Received: {str(parent)!r} ({str(existing)!r} is a file, "
+                "not a folder). Choose another folder."
+            )
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise RunDirError(
+                f"{flag}: expected a folder you can write to. Received: "
+                f"{str(parent)!r} ({str(existing)!r} is not writable). "
+                "Choose another folder."
+            )
+        break
+    return parent
+
+
 def create_run_dir(parent: str | os.PathLike, name: str, backend: str) -> Path:
     """Creates a new, empty run directory under `parent`.
 
     The name is ``<date-time>-<name>-<backend>``; if it exists, ``-2``,
     ``-3`` ... is appended. An existing directory is never reused.
     """
-    parent = Path(parent)
+    parent = check_parent(parent, "out")
     parent.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     base = f"{stamp}-{_slug(name)}-{backend}"

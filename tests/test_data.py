@@ -187,3 +187,53 @@ def test_multi_epoch_batches_are_fixed_by_index_alone():
     many.on_epoch_end()  # Keras's epoch hooks do not move a fixed object
     np.testing.assert_array_equal(many[0][1], forwards[0])
     assert not np.array_equal(many[0][1], many[5][1])
+
+
+def test_pixel_ranges_are_kept_or_scaled_never_clipped():
+    from kerasft.data.images import to_rgb_uint8
+
+    unit = np.array([0.0, 0.5, 1.0], np.float32).reshape(1, 1, 3)
+    np.testing.assert_array_equal(to_rgb_uint8(unit)[0, 0, :, 0],
+                                  [0, 128, 255])
+    byte = np.array([0.0, 1.0, 254.6, 255.0]).reshape(1, 1, 4)
+    np.testing.assert_array_equal(to_rgb_uint8(byte)[0, 0, :, 0],
+                                  [0, 1, 255, 255])
+    # uint16 beyond 255 is 16-bit: 65535 is white, mid-grey stays mid-grey
+    deep = np.array([0, 32768, 65535], np.uint16).reshape(1, 1, 3)
+    np.testing.assert_array_equal(to_rgb_uint8(deep)[0, 0, :, 0],
+                                  [0, 128, 255])
+    ints = np.array([0, 7, 255], np.int64).reshape(1, 1, 3)
+    np.testing.assert_array_equal(to_rgb_uint8(ints)[0, 0, :, 0], [0, 7, 255])
+
+
+def test_sixteen_bit_png_is_scaled_not_saturated(tmp_path):
+    from PIL import Image
+
+    ramp = np.linspace(0, 65535, 32 * 32).round().astype(np.uint16)
+    for c in ("dark", "light"):
+        (tmp_path / "d" / c).mkdir(parents=True)
+        for i in range(5):
+            img = Image.fromarray(ramp.reshape(32, 32))
+            assert img.mode.startswith("I")  # 16-bit grey, as PIL reads it
+            img.save(tmp_path / "d" / c / f"{i}.png")
+    s = load_splits(DataConfig(source="folder", path=str(tmp_path / "d"),
+                               image_size=32, validation_fraction=0), 0)
+    x = s.train.images.take(np.arange(1), 32)[0, :, :, 0]
+    expected = (ramp.astype(np.float64) / 257).reshape(32, 32)
+    assert np.abs(x - expected).max() <= 1
+    assert (x == 255).mean() < 0.01  # convert("RGB") made 97% of it 255
+
+
+def test_on_bad_image_skip_names_each_file_and_drops_it(tmp_path, capsys):
+    _write_folder(tmp_path / "imgs", ["cat", "dog"], per_class=10)
+    (tmp_path / "imgs" / "cat" / "broken.jpg").write_bytes(b"\xff\xd8junk")
+    cfg = DataConfig(source="folder", path=str(tmp_path / "imgs"),
+                     image_size=32, validation_fraction=0)
+    with pytest.raises(DataError, match="broken.jpg.*on_bad_image"):
+        load_splits(cfg, 0)
+    cfg.on_bad_image = "skip"
+    s = load_splits(cfg, 0)
+    out = capsys.readouterr().out
+    assert "warning: skipping" in out and "broken.jpg" in out
+    paths = s.train.images.paths + s.test.images.paths
+    assert len(paths) == 20 and not any("broken" in p for p in paths)

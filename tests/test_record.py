@@ -405,3 +405,49 @@ def test_update_ratios_equal_numpy_on_host_snapshots(tmp_path, on_device):
     column = {n.split("/", 1)[-1]: n for n in names}  # "<model>/head/kernel"
     assert (ur[column["head/kernel"]] > 0).all()
     assert (ur[column["hidden/kernel"]] == 0).all()
+
+
+def test_recorders_in_a_users_fit_leave_no_tap_in_the_saved_model(tmp_path):
+    """After `fit` with the recorders, the optimizer (and a saved model)
+    holds only its own state, and the model trains on without them."""
+    import keras
+
+    from kerasft.record import (
+        BatchNormRecorder,
+        GradientRecorder,
+        ScalarRecorder,
+        UpdateRatioRecorder,
+        WeightRecorder,
+    )
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(24, 8, 8, 3)).astype("float32")
+    y = rng.integers(0, 3, 24)
+
+    def make():
+        model = keras.Sequential([
+            keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, name="conv"),
+            keras.layers.BatchNormalization(name="bn"),
+            keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3)])
+        model.compile(keras.optimizers.Adam(1e-2),
+                      keras.losses.SparseCategoricalCrossentropy(
+                          from_logits=True))
+        return model
+
+    plain = make()
+    plain.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    model = make()
+    store = tmp_path / "record"
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[
+        WeightRecorder(store), GradientRecorder(store, every_steps=1),
+        UpdateRatioRecorder(store, every_steps=1), BatchNormRecorder(store),
+        ScalarRecorder(store, 1, 8)])
+    assert not hasattr(model.optimizer, "_kerasft_gradient_tap")
+    assert "apply" not in vars(model.optimizer)  # the class's own method
+    assert len(model.optimizer.variables) == len(plain.optimizer.variables)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    assert len(loaded.optimizer.variables) == len(plain.optimizer.variables)
+    before = model.evaluate(x, y, verbose=0)
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    assert model.evaluate(x, y, verbose=0) != before

@@ -175,9 +175,49 @@ def test_optional_parts_missing(tmp_path):
     with np.load(path / "test_predictions.npz") as f:
         arrays = {k: f[k] for k in ("labels", "probs")}
     np.savez(path / "test_predictions.npz", **arrays)
-    (path / "layers.json").write_text("{not json")
     keys = [r.key for r in _render_all(load_run(path))]
-    assert keys == ["curves", "confusion"]
+    assert keys == ["curves", "structure", "confusion"]
+
+
+def _with_config(path: Path) -> Path:
+    from kerasft.config import RunConfig, save_config
+
+    save_config(RunConfig(), path / "config.yaml")
+    return path
+
+
+def test_damaged_files_become_visible_notes_in_the_report(tmp_path):
+    """A renderer that cannot read its file says so on the page."""
+    from kerasft.render import render_report
+
+    path = _with_config(make_run(tmp_path / "run"))
+    (path / "layers.json").write_text("{not json")
+    (path / "test_predictions.npz").write_bytes(b"PK\x03\x04 cut short")
+    report = render_report(path)
+    notes = [w for w in report.warnings if "failed" in w]
+    assert len(notes) == 2, report.warnings
+    assert "'structure'" in notes[0] and "layers.json" in notes[0]
+    assert "'predictions'" in notes[1] and "test_predictions.npz" in notes[1]
+    page = report.index.read_text()
+    assert "layers.json cannot be read" in page
+    assert "test_predictions.npz cannot be read" in page
+    assert not (report.index.parent / "structure.png").exists()
+
+
+def test_class_names_with_dollar_signs_render_as_text(tmp_path):
+    """Mathtext is off: a class called $\\cmd$ must not crash a figure."""
+    from kerasft.render import render_report
+
+    path = _with_config(make_run(tmp_path / "run"))
+    names = [r"$\cmd$", "$x^2$ and $", *CLASSES[2:]]
+    (path / "data.json").write_text(json.dumps({"class_names": names}))
+    report = render_report(path)
+    assert not [w for w in report.warnings if "failed" in w], report.warnings
+    assert (report.index.parent / "confusion.png").exists()
+    ticks = [t.get_text() for t in
+             predictions.render(load_run(path))[0].figure.axes[0]
+             .get_xticklabels()]
+    assert r"$\cmd$" in ticks
 
 
 def test_stage_split_matches_phase_totals():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import platform
 import random
+import sys
 
 import numpy as np
 
@@ -49,6 +50,29 @@ def seed_everything(seed: int) -> None:
 
         tf.random.set_seed(seed)
     # jax has no global RNG: Keras draws its keys from the seed set above.
+
+
+def keep_tensorflow_unloaded() -> None:
+    """Stops Keras from importing TensorFlow just to ask if it is installed.
+
+    On the torch and jax backends, Keras's saving code (`model.save`) asks
+    its lazy ``tensorflow`` module whether TensorFlow is available, which
+    imports it when installed -- seconds, ~400 MB, and TensorFlow's C++
+    start-up lines printed in the middle of a run -- only to test
+    ``isinstance(obj, tf.TensorShape)``, which cannot hold for any object
+    while TensorFlow was never loaded. The CLI, which owns its process,
+    calls this on those backends; a no-op on the tensorflow backend or
+    once TensorFlow is loaded (e.g. by tensorflow-datasets).
+    """
+    import keras
+
+    if keras.backend.backend() == "tensorflow" or "tensorflow" in sys.modules:
+        return
+    from keras.src.utils import module_utils
+
+    lazy = module_utils.tensorflow
+    if lazy.module is None and lazy._available is None:
+        lazy._available = False
 
 
 def framework_version() -> str:

@@ -29,7 +29,7 @@ from kerasft.compare.metrics import (
 from kerasft.compare.tolerances import parity_checks
 from kerasft.errors import RunDirError
 from kerasft.record.store import load_run
-from kerasft.render.base import DPI, new_figure
+from kerasft.render.base import DPI, new_figure, plain_text
 
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
 # A per-layer relative difference above this counts as "diverged" when the
@@ -312,6 +312,7 @@ def _divergence_table(named: dict[str, dict]) -> list[dict]:
     return rows
 
 
+@plain_text()
 def compare_runs(
     run_dirs: list[str | os.PathLike], out: str | os.PathLike | None = None
 ) -> Comparison:

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import os
 import socket
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from kerasft.config import DataConfig
+from kerasft.data.checks import check_images, check_labels
+from kerasft.data.batches import default_workers
 from kerasft.data.images import (
     ArrayImages,
     DataSplits,
@@ -63,6 +66,21 @@ def _cap(split: Split, limit: int | None, seed: int, salt: int) -> Split:
     return split.subset(np.sort(rng.permutation(len(split))[:limit]))
 
 
+def _carve(split: Split, fraction: float, seed: int, salt: int,
+           description: str, what: str, fix: str) -> tuple[Split, Split]:
+    """Holds out `fraction` of each class; refuses a split too small for it
+    (a run needs a test split to report on)."""
+    kept, held = stratified_split(split.labels, fraction, seed, salt)
+    if len(held) == 0 or len(kept) == 0:
+        raise DataError(
+            f"{description}: {len(split)} images are too few to hold out "
+            f"{what} ({fraction:.0%} of each class, rounded, would hold out "
+            f"{'no image' if len(held) == 0 else 'every image'}). Give more "
+            f"images (at least 3 of a class), or {fix}."
+        )
+    return split.subset(kept), split.subset(held)
+
+
 def _finish(
     cfg: DataConfig,
     seed: int,
@@ -72,14 +90,38 @@ def _finish(
     class_names: list[str],
     description: str,
 ) -> DataSplits:
+    source = description  # messages name the set, not the carving notes
+    given = {"train": train, "validation": validation, "test": test}
+    for name, split in given.items():
+        if split is not None:
+            check_labels(split.labels, f"{name} labels of {description}",
+                         len(class_names))
+    if len(train) == 0:
+        raise DataError(f"the training split of {description} is empty.")
+    if len(np.unique(train.labels)) < 2:
+        raise DataError(
+            f"{source}: the training images hold a single class "
+            f"({class_names[int(train.labels[0])]!r}); a classifier needs at "
+            "least 2 classes."
+        )
+    if test is not None and len(test) == 0:
+        raise DataError(f"the test split of {description} is empty; give "
+                        "test images or leave the test split out (kerasft "
+                        "then holds out a test split from train).")
     if test is None:
-        kept, held = stratified_split(train.labels, TEST_FRACTION, seed, 1)
-        train, test = train.subset(kept), train.subset(held)
+        train, test = _carve(
+            train, TEST_FRACTION, seed, 1, description, "a test split",
+            "give a test split (x_test/y_test, a test/ folder)")
         description += f"; test = {TEST_FRACTION:.0%} of the set, by seed"
     if validation is None and cfg.validation_fraction > 0:
         kept, held = stratified_split(
-            train.labels, cfg.validation_fraction, seed, 2
-        )
+            train.labels, cfg.validation_fraction, seed, 2)
+        if len(held) == 0:
+            # Training runs without validation then (as with fraction 0).
+            print(f"kerasft: warning: {len(train)} training images are too "
+                  f"few to hold out {cfg.validation_fraction:.0%} of each "
+                  "class for validation; training without a validation "
+                  "split.", flush=True)
         train, validation = train.subset(kept), train.subset(held)
         description += (
             f"; validation = {cfg.validation_fraction:.0%} of train, by seed"
@@ -88,8 +130,17 @@ def _finish(
     test = _cap(test, cfg.max_test_images, seed, 4)
     if validation is not None:
         validation = _cap(validation, cfg.max_test_images, seed, 5)
-    if len(train) == 0:
-        raise DataError(f"the training split of {description} is empty.")
+    # Every encoded image the run will use is decoded once now, so a bad
+    # file stops the run before the model is built, not at the evaluation.
+    workers = cfg.workers or default_workers()
+    train = check_images(train, f"train split of {source}",
+                         cfg.on_bad_image, workers)
+    test = check_images(test, f"test split of {source}",
+                        cfg.on_bad_image, workers)
+    if validation is not None:
+        validation = check_images(
+            validation, f"validation split of {source}",
+            cfg.on_bad_image, workers)
     return DataSplits(train, validation, test, class_names, description)
 
 
@@ -149,27 +200,37 @@ def splits_from_arrays(
     Returns:
         A `DataSplits`.
     """
-    try:
-        x_train = to_rgb_uint8(x_train)
-        x_test = None if x_test is None else to_rgb_uint8(x_test)
-    except ValueError as e:
-        raise DataError(f"{description}: {e}") from None
-    y_train = np.asarray(y_train).astype(np.int64).reshape(-1)
+    if (x_test is None) != (y_test is None):
+        given, missing = ("x_test", "y_test") if y_test is None else (
+            "y_test", "x_test")
+        raise DataError(
+            f"{description}: {given} is given without {missing}. Give both "
+            "(a test split), or neither (kerasft then holds out a test "
+            "split from train)."
+        )
+    x_train = to_rgb_uint8(x_train, f"x_train of {description}")
+    x_test = (None if x_test is None else
+              to_rgb_uint8(x_test, f"x_test of {description}"))
+    known = None if class_names is None else len(class_names)
+    y_train = check_labels(y_train, f"y_train of {description}", known)
     if len(y_train) != len(x_train):
         raise DataError(
             f"{description}: x_train has {len(x_train)} images but y_train "
             f"has {len(y_train)} labels; they must match."
         )
+    if not len(y_train):
+        raise DataError(f"{description}: x_train holds no images.")
     n_classes = int(y_train.max()) + 1
     test = None
     if x_test is not None:
-        y_test = np.asarray(y_test).astype(np.int64).reshape(-1)
+        y_test = check_labels(y_test, f"y_test of {description}", known)
         if len(y_test) != len(x_test):
             raise DataError(
                 f"{description}: x_test has {len(x_test)} images but y_test "
                 f"has {len(y_test)} labels; they must match."
             )
-        n_classes = max(n_classes, int(y_test.max()) + 1)
+        if len(y_test):
+            n_classes = max(n_classes, int(y_test.max()) + 1)
         test = Split(ArrayImages(x_test), y_test)
     names = class_names or [str(i) for i in range(n_classes)]
     return _finish(
@@ -186,15 +247,41 @@ def _load_npz(cfg: DataConfig, seed: int) -> DataSplits:
             f"(optionally x_test, y_test, class_names). Received: "
             f"{cfg.path!r} (no such file)"
         )
-    with np.load(path, allow_pickle=False) as f:
-        missing = {"x_train", "y_train"} - set(f.files)
-        if missing:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            files = list(getattr(f, "files", []))
+            missing = {"x_train", "y_train"} - set(files)
+            if missing:
+                raise DataError(
+                    f"{path}: expected arrays x_train and y_train. Missing: "
+                    f"{', '.join(sorted(missing))}. Found: "
+                    f"{', '.join(files) or 'none'}"
+                )
+            arrays = {k: f[k] for k in files}
+    except DataError:
+        raise
+    except ValueError as e:
+        if "allow_pickle" in str(e):
             raise DataError(
-                f"{path}: expected arrays x_train and y_train. Missing: "
-                f"{', '.join(sorted(missing))}. Found: {', '.join(f.files)}"
-            )
-        arrays = {k: f[k] for k in f.files}
+                f"{path}: holds an object (pickled) array; kerasft loads no "
+                "pickles. Save plain numeric arrays (np.savez(path, "
+                "x_train=..., y_train=...)), class names as a string array."
+            ) from None
+        raise DataError(
+            f"{path}: not a readable .npz file ({e}). Save the arrays with "
+            "np.savez(path, x_train=..., y_train=...)."
+        ) from None
+    except (OSError, EOFError, zipfile.BadZipFile) as e:
+        raise DataError(
+            f"{path}: not a readable .npz file ({type(e).__name__}: {e}). "
+            "Save the arrays with np.savez(path, x_train=..., y_train=...)."
+        ) from None
     names = arrays.get("class_names")
+    if names is not None and names.ndim != 1:
+        raise DataError(
+            f"{path}: class_names must be a 1-D array of names. Received "
+            f"shape {names.shape}."
+        )
     return splits_from_arrays(
         cfg, seed, arrays["x_train"], arrays["y_train"],
         arrays.get("x_test"), arrays.get("y_test"),
@@ -235,11 +322,12 @@ def _load_folder(cfg: DataConfig, seed: int) -> DataSplits:
     else:
         splits["train"] = _scan_classes(root)
     classes, paths, labels = splits["train"]
-    if len(classes) < 2 or len(paths) == 0:
+    if len(classes) < 2 or len(set(labels.tolist())) < 2:
         raise DataError(
             f"{root}: expected at least two class sub-folders holding images "
             f"({', '.join(sorted(IMAGE_EXTENSIONS))}). Found {len(classes)} "
-            f"class folder(s) and {len(paths)} image(s)."
+            f"class folder(s) and {len(paths)} image(s) in "
+            f"{len(set(labels.tolist()))} of them."
         )
     out = {}
     for name, (names, p, y) in splits.items():
@@ -315,14 +403,16 @@ def _tfds_split(tfds, builder, split: str) -> Split | None:
         return None
     labels = np.concatenate(labels).astype(np.int64)
     if not fixed:
+        blobs = [b for part in images for b in part]
         return Split(EncodedImages(
-            [b for part in images for b in part]), labels)
+            blobs, [f"{split} example #{i}" for i in range(len(blobs))]),
+            labels)
     # Concatenate part by part into one array, freeing each part as it is
     # copied, so the peak stays near one copy of the native-size set.
     out = np.empty((len(labels), *images[0].shape[1:3], 3), np.uint8)
     start = 0
     while images:
-        part = to_rgb_uint8(images.pop(0))
+        part = to_rgb_uint8(images.pop(0), f"{split} split")
         out[start : start + len(part)] = part
         start += len(part)
     return Split(ArrayImages(out), labels)

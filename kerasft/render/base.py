@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
@@ -67,6 +68,27 @@ class FigureResult:
     caption: str
     figure: Figure
     notes: list[str] = field(default_factory=list)
+
+
+def plain_text():
+    """A context (or decorator) in which figure text is never mathtext.
+
+    Class names, run names and layer names reach figure text; with
+    matplotlib's default, a ``$`` pair in one (a class called ``$\\cmd$``)
+    is parsed as maths and crashes the drawing. kerasft draws no maths, so
+    every figure is made and saved with ``text.parse_math`` off (a
+    temporary rc setting: nothing global changes for the caller).
+
+    Example:
+
+    ```python
+    with plain_text():
+        fig = new_figure(4, 3)
+        fig.suptitle(user_string)
+        fig.savefig("a.png")
+    ```
+    """
+    return matplotlib.rc_context({"text.parse_math": False})
 
 
 def new_figure(width: float, height: float) -> Figure:

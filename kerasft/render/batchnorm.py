@@ -47,11 +47,9 @@ def render(run, options: RenderOptions | None = None) -> list[FigureResult]:
     kind = run.records.get("batchnorm")
     if kind is None or not kind.epochs:
         return []
-    try:
-        result = batchnorm_drift(run)
-    except (KeyError, ValueError, IndexError):
-        # A half-written or older store must not sink the whole report.
-        result = None
+    # A store that cannot be read raises: `render_report` shows the reason
+    # on the page, where a silently missing figure would hide it.
+    result = batchnorm_drift(run)
     return [result] if result is not None else []
 
 

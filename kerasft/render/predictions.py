@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kerasft.errors import RunDirError
 from kerasft.render.base import FigureResult, RenderOptions, new_figure
 
 MAX_ANNOTATED_CLASSES = 20
@@ -133,8 +134,14 @@ def _load(run) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as f:
             return {k: f[k] for k in f.files}
-    except (OSError, ValueError, zipfile.BadZipFile):
-        return {}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        # Shown on the report page by `render_report`: a missing figure
+        # would hide a damaged file.
+        raise RunDirError(
+            f"{path} cannot be read ({type(e).__name__}: {e}); the "
+            "confusion matrix and top losses need it. Train the run again "
+            "to rewrite it."
+        ) from None
 
 
 def _class_names(run, k: int) -> list[str]:

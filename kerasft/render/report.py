@@ -18,7 +18,7 @@ from pathlib import Path
 
 from kerasft.errors import RunDirError
 from kerasft.record.store import load_run
-from kerasft.render.base import DPI, FigureResult, RenderOptions
+from kerasft.render.base import DPI, FigureResult, RenderOptions, plain_text
 from kerasft.render.html import build_html
 
 # Figure modules, each with `render(run, options) -> list[FigureResult]`.
@@ -52,6 +52,7 @@ class Report:
     seconds: float
 
 
+@plain_text()
 def render_report(
     run_dir: str | os.PathLike, options: RenderOptions | None = None
 ) -> Report:

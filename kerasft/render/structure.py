@@ -24,6 +24,7 @@ import numpy as np
 from matplotlib.colors import ListedColormap
 from matplotlib.patches import Patch
 
+from kerasft.errors import RunDirError
 from kerasft.render.base import FigureResult, RenderOptions, new_figure
 
 STAGE_ORDER = (1, 2, 3, 4, 5, "head")
@@ -159,12 +160,27 @@ def _phase_totals(phase: dict, computed: tuple[int, int]) -> tuple[int, int]:
 
 
 def _read_layers(path: Path) -> list[dict]:
+    """The layer table; [] when the run has none (an older run).
+
+    A file that exists but cannot be read raises: `render_report` shows the
+    reason on the page instead of silently dropping the figure.
+    """
+    if not path.exists():
+        return []
     try:
         with open(path, encoding="utf-8") as f:
             layers = json.load(f)
-    except (OSError, ValueError):
-        return []
-    return layers if isinstance(layers, list) else []
+    except (OSError, ValueError) as e:
+        raise RunDirError(
+            f"{path} cannot be read ({type(e).__name__}: {e}); the "
+            "structure figure needs it."
+        ) from None
+    if not isinstance(layers, list):
+        raise RunDirError(
+            f"{path}: expected a list of layers. Received a "
+            f"{type(layers).__name__}."
+        )
+    return layers
 
 
 def render(run, options: RenderOptions | None = None) -> list[FigureResult]:
