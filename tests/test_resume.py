@@ -307,9 +307,9 @@ def test_truncate_table_keeps_whole_rows_up_to_the_epoch(tmp_path):
     from kerasft.record.store import read_table, truncate_table
 
     path = tmp_path / "scalars.csv"
-    path.write_text("step,epoch,loss\r\n1,1,2.5\r\n2,1,2.4\r\n3,2,2.3\r\n"
-                    "4,2,2.2\r\n5,3,2.1\r\n6,3")  # torn last line
+    path.write_bytes(b"step,epoch,loss\r\n1,1,2.5\r\n2,1,2.4\r\n3,2,2.3\r\n"
+                     b"4,2,2.2\r\n5,3,2.1\r\n6,3")  # torn last line
     assert truncate_table(path, 2) == 2
-    assert path.read_text() == ("step,epoch,loss\r\n1,1,2.5\r\n2,1,2.4\r\n"
-                                "3,2,2.3\r\n4,2,2.2\r\n")
+    assert path.read_bytes() == (b"step,epoch,loss\r\n1,1,2.5\r\n2,1,2.4\r\n"
+                                 b"3,2,2.3\r\n4,2,2.2\r\n")
     assert list(read_table(path)["step"]) == [1, 2, 3, 4]

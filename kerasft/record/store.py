@@ -212,7 +212,8 @@ def truncate_table(path: str | os.PathLike, epoch: int) -> int:
     path = Path(path)
     if not path.exists():
         return 0
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    with open(path, encoding="utf-8", newline="") as f:  # keep "\r\n"
+        lines = f.read().splitlines(keepends=True)
     if not lines or not lines[0].endswith("\n"):
         path.unlink()  # not even a whole header
         return len(lines)
