@@ -150,6 +150,7 @@ def test_resume_after_kill(tmp_path, reference_run, moment):
 def test_sigterm_marks_the_run_interrupted(tmp_path, cli):
     out = tmp_path / "runs"
     r = _train(out, "-c", "quickstart", "--epochs", "1", *TINY, "--out", out,
+               "--set", "record.enabled=false", "--no-report",
                env={"KERASFT_TEST_KILL_AT": "batch:1:0",
                     "KERASFT_TEST_KILL_SIGNAL": "TERM"})
     assert r.returncode == 128 + signal.SIGTERM, r.stderr[-3000:]
