@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import sysconfig
+import threading
 from pathlib import Path
 
 from kerasft import __version__
@@ -112,11 +114,20 @@ def _build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--config",
         "-c",
-        default=DEFAULT_CONFIG,
         help=(
             "YAML config file, or the name of a shipped config (quickstart, "
             "linear_probe, full_finetune, cifar10_resnet50). "
-            f"Default: {DEFAULT_CONFIG}"
+            f"Default: {DEFAULT_CONFIG} (with --resume: the run's own)"
+        ),
+    )
+    t.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help=(
+            "continue an interrupted or failed run from its last complete "
+            "checkpoint, in the same run directory, on the backend it ran "
+            "on; --epochs may extend it, other overrides must match its "
+            "config.yaml"
         ),
     )
     t.add_argument(
@@ -127,7 +138,7 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override any config key, e.g. --set train.epochs=3 (repeatable)",
     )
-    t.add_argument("--out", default="runs", help="parent folder of run dirs (default: runs)")
+    t.add_argument("--out", help="parent folder of run dirs (default: runs)")
     t.add_argument(
         "--backend",
         choices=BACKENDS,
@@ -309,12 +320,16 @@ def _check_backend_installed() -> None:
         )
 
 
-def _train(args: argparse.Namespace) -> int:
-    from kerasft.config import load_config
-    from kerasft.rundir import check_parent
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread: the run stops as on Ctrl-C
+    (status ``interrupted``, resumable)."""
 
-    check_parent(args.out)
-    path = resolve_config(args.config)
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
     overrides = list(args.overrides)
     for flag, key in _FLAG_KEYS.items():
         value = getattr(args, flag)
@@ -322,10 +337,56 @@ def _train(args: argparse.Namespace) -> int:
             overrides.append(f"{key}={value}")
     if args.deterministic:
         overrides.append("train.deterministic=true")
-    if args.init_from:
-        overrides.append(f"model.weights={_init_weights(args.init_from)}")
-    cfg = load_config(path, overrides)
-    _choose_backend(args.backend)
+    return overrides
+
+
+def _resume_config(args: argparse.Namespace):
+    """The config a resume continues with, after the checks that need no
+    framework; chooses the run's backend."""
+    from kerasft.config import load_config
+    from kerasft.rundir import read_json, resumable
+
+    for flag, value in (("--init-from", args.init_from), ("--out", args.out)):
+        if value:
+            raise ConfigError(
+                f"--resume continues the run in its own directory from its "
+                f"checkpoint; {flag} cannot be used with it. Received: "
+                f"{flag} {value}"
+            )
+    run_dir = Path(os.path.expanduser(args.resume))
+    resumable(run_dir)
+    path = resolve_config(args.config) if args.config else run_dir / "config.yaml"
+    cfg = load_config(path, _overrides(args))
+    env = run_dir / "env.json"
+    ran_on = read_json(env).get("backend") if env.is_file() else None
+    wanted = args.backend or os.environ.get("KERAS_BACKEND") or ran_on
+    if ran_on and wanted != ran_on:
+        raise ConfigError(
+            f"--resume: {run_dir} was trained on the {ran_on} backend; it "
+            f"resumes on the same one. Received: {wanted} (from "
+            f"{'--backend' if args.backend else 'KERAS_BACKEND'}). Use "
+            f"--backend {ran_on}."
+        )
+    _choose_backend(ran_on)
+    return cfg, run_dir
+
+
+def _train(args: argparse.Namespace) -> int:
+    from kerasft.config import load_config
+    from kerasft.rundir import check_parent
+
+    if args.resume:
+        cfg, resume = _resume_config(args)
+        out = None
+    else:
+        check_parent(args.out or "runs")
+        path = resolve_config(args.config or DEFAULT_CONFIG)
+        overrides = _overrides(args)
+        if args.init_from:
+            overrides.append(f"model.weights={_init_weights(args.init_from)}")
+        cfg = load_config(path, overrides)
+        _choose_backend(args.backend)
+        resume, out = None, args.out or "runs"
     _check_backend_installed()
     from kerasft import backend
 
@@ -335,7 +396,17 @@ def _train(args: argparse.Namespace) -> int:
 
     from kerasft.train import train
 
-    result = train(cfg, out=args.out, report=not args.no_report)
+    # SIGTERM (a scheduler, `kill`) stops the run as Ctrl-C does: status
+    # "interrupted", resumable. Signal handlers live in the main thread.
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = (signal.signal(signal.SIGTERM, _raise_terminated)
+                if main_thread else None)
+    try:
+        result = train(cfg, out=out, report=not args.no_report, resume=resume)
+    finally:
+        if main_thread:  # None: the handler was not set from Python
+            signal.signal(signal.SIGTERM,
+                          signal.SIG_DFL if previous is None else previous)
     acc = result.test.get("accuracy")
     print(
         f"kerasft: test accuracy {acc:.4f}, test loss "
@@ -381,6 +452,11 @@ def main(argv: list[str] | None = None) -> int:
     except KerasftError as e:
         print(f"Error: {e}", file=sys.stderr)
         return e.exit_code
+    except Terminated:
+        print("Error: terminated (SIGTERM). A run directory it had made is "
+              "marked interrupted; continue it with kerasft train --resume "
+              "RUN_DIR.", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("Error: interrupted.", file=sys.stderr)
         return 130

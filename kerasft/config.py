@@ -744,6 +744,7 @@ def load_config(
 
 def save_config(cfg: RunConfig, path: str | os.PathLike) -> None:
     """Writes the resolved config as YAML (loadable by `load_config`)."""
-    Path(path).write_text(
-        yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8"
-    )
+    from kerasft.rundir import atomic_write
+
+    with atomic_write(path) as f:
+        f.write(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

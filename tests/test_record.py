@@ -244,7 +244,8 @@ def test_kill_9_leaves_a_readable_store(tmp_path):
     from kerasft import load_run
 
     run = load_run(target)
-    assert run.status["state"] == "running"  # it never got to finish
+    # it never got to finish; its process is gone, so it reads interrupted
+    assert run.status["state"] == "interrupted"
     done = run.records["weights"].epochs
     assert done[:4] == [0, 1, 2, 3]
     for kind, rec in run.records.items():
@@ -255,9 +256,10 @@ def test_kill_9_leaves_a_readable_store(tmp_path):
     for name, table in run.tables.items():
         lengths = {len(v) for v in table.values()}
         assert len(lengths) == 1 and lengths.pop() >= 3, name
-    leftovers = [p.name for p in target.rglob("*") if p.name.endswith(".tmp")]
+    leftovers = [p.name for p in target.rglob(".tmp-*")]
     # a temporary file may be left by the kill, but the reader ignores it
-    assert all(n.startswith(".") for n in leftovers)
+    # (and the next resume or render removes it)
+    assert len(leftovers) <= 1, leftovers
 
 
 def test_gradient_recorder_joins_a_model_that_already_trained(tmp_path):

@@ -52,7 +52,12 @@ def test_quickstart_tiny_end_to_end(cli, tmp_path, backend_name):
                     "learning_rate", "images_per_second"):
             assert np.isfinite(float(row[key])), key
     ckpts = sorted(p.name for p in (run / "checkpoints").iterdir())
-    assert ckpts == ["epoch-001.weights.h5", "epoch-002.weights.h5"]
+    # weights every epoch, the optimizer state of the latest only
+    assert ckpts == ["epoch-001.json", "epoch-001.weights.h5",
+                     "epoch-002.json", "epoch-002.optimizer.npz",
+                     "epoch-002.weights.h5"]
+    status = json.loads((run / "status.json").read_text())
+    assert status["pid"] and status["host"] and status["heartbeat"]
 
     test = json.loads((run / "test_metrics.json").read_text())
     assert 0.0 <= test["test"]["accuracy"] <= 1.0 and test["test_images"] == 16

@@ -273,6 +273,16 @@ class GradientTap:
             delattr(self.optimizer, _ATTR)
 
 
+def tap_variables(optimizer) -> list:
+    """The variables a `GradientTap` added to `optimizer` (none: ``[]``).
+
+    They are the tap's scratch space, not optimizer state: a checkpoint
+    leaves them out.
+    """
+    tap = getattr(optimizer, _ATTR, None)
+    return list(tap._own) if isinstance(tap, GradientTap) else []
+
+
 def unscaled_optimizer(optimizer):
     """The optimizer whose `apply` receives the unscaled gradients.
 

@@ -30,6 +30,7 @@ from kerasft.compare.tolerances import parity_checks
 from kerasft.errors import RunDirError
 from kerasft.record.store import load_run
 from kerasft.render.base import DPI, new_figure, plain_text
+from kerasft.rundir import atomic_write, write_json
 
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
 # A per-layer relative difference above this counts as "diverged" when the
@@ -376,12 +377,12 @@ def compare_runs(
     checks = {f"{_label(runs[0])} vs {_label(r)}":
               [c.__dict__ | {"ok": c.ok} for c in parity_checks(runs[0], r)]
               for r in runs[1:]}
-    (out / "divergences.json").write_text(
-        json.dumps({"divergences": table, "checks": checks,
-                    "warnings": warnings}, indent=2))
+    write_json(out / "divergences.json", {
+        "divergences": table, "checks": checks, "warnings": warnings})
     page = _page(runs, figures, table, checks, warnings,
                  time.perf_counter() - t0)
-    (out / "index.html").write_text(page, encoding="utf-8")
+    with atomic_write(out / "index.html") as f:
+        f.write(page)
     return Comparison(out / "index.html", paths, warnings, table, checks)
 
 

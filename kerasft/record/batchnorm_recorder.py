@@ -35,16 +35,21 @@ class BatchNormRecorder(Recorder):
         super().__init__(directory, every_epochs)
         self._initial = None
 
-    def on_train_begin(self, logs=None):
-        self._layers = [
-            l for l in self.model.layers
-            if isinstance(l, keras.layers.BatchNormalization)
+    @staticmethod
+    def _bn_layers(model: keras.Model) -> list:
+        return [l for l in model.layers
+                if isinstance(l, keras.layers.BatchNormalization)]
+
+    def start_from(self, model: keras.Model) -> None:
+        self._initial = [
+            (to_numpy(l.moving_mean).copy(), to_numpy(l.moving_variance).copy())
+            for l in self._bn_layers(model)
         ]
+
+    def on_train_begin(self, logs=None):
+        self._layers = self._bn_layers(self.model)
         if self._initial is None:
-            self._initial = [
-                (to_numpy(l.moving_mean).copy(), to_numpy(l.moving_variance).copy())
-                for l in self._layers
-            ]
+            self.start_from(self.model)
         super().on_train_begin(logs)
 
     def record(self, epoch: int) -> None:

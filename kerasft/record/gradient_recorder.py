@@ -38,6 +38,9 @@ class GradientRecorder(Recorder):
             on the same optimizer, then call `recorder.tap.detach()`
             yourself; re-attaching costs a new trace of the train step on
             TensorFlow and JAX. Defaults to `True`.
+        start_step: training steps done before the first `fit` (a resumed
+            run's checkpoint); the step numbering continues from it.
+            Defaults to `0`.
 
     Example:
 
@@ -50,12 +53,13 @@ class GradientRecorder(Recorder):
     records_epoch_zero = False
 
     def __init__(self, directory, every_steps: int = 50, every_epochs: int = 1,
-                 seed: int = 0, detach_at_end: bool = True):
+                 seed: int = 0, detach_at_end: bool = True,
+                 start_step: int = 0):
         super().__init__(directory, every_epochs)
         self.detach_at_end = detach_at_end
         self.every_steps = every_steps
         self.seed = seed
-        self._step = 0
+        self._step = start_step
         self._table = None
         self.tap = None
 

@@ -79,6 +79,15 @@ class Recorder(keras.callbacks.Callback):
 
     records_epoch_zero = True
 
+    def start_from(self, model: keras.Model) -> None:
+        """Takes the run's starting state (e.g. W_0) from `model` now.
+
+        Recorders that compare with the start take it at their first
+        `fit` by default. A resumed run's first `fit` starts from a
+        checkpoint instead: it calls this with the model holding the
+        initial weights first. Recorders without such state ignore it.
+        """
+
     def record(self, epoch: int) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 

@@ -22,6 +22,9 @@ class ScalarRecorder(keras.callbacks.Callback):
         directory: the store directory (``<run>/record``).
         every_steps: a row every this many steps. Defaults to `1`.
         batch_size: images per step, for images/s. Defaults to `None`.
+        start_step: training steps done before the first `fit` (a resumed
+            run's checkpoint); the step numbering continues from it.
+            Defaults to `0`.
 
     Example:
 
@@ -30,12 +33,13 @@ class ScalarRecorder(keras.callbacks.Callback):
     ```
     """
 
-    def __init__(self, directory, every_steps: int = 1, batch_size=None):
+    def __init__(self, directory, every_steps: int = 1, batch_size=None,
+                 start_step: int = 0):
         super().__init__()
         self.directory = directory
         self.every_steps = every_steps
         self.batch_size = batch_size
-        self._step = 0
+        self._step = start_step
         self._table = None
 
     def on_epoch_begin(self, epoch, logs=None):

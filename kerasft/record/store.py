@@ -42,9 +42,12 @@ images_per_second), ``grad_norms.csv`` and ``update_ratios.csv`` (step,
 epoch, one column per variable path).
 
 Crash safety: an ``.npz`` is written to a hidden temporary name, fsynced and
-renamed, so it is either whole or absent. A CSV row is written with a
+renamed (`kerasft.rundir.atomic_write`), so it is either whole or absent. A CSV row is written with a
 single ``write`` and flushed; a reader drops a last line that lacks its
 newline or its fields (what a ``kill -9`` mid-write can leave).
+
+Resuming: a resumed run first drops what was recorded after its checkpoint
+(`drop_records_after`), then appends; every epoch is recorded once.
 """
 
 from __future__ import annotations
@@ -58,6 +61,8 @@ from pathlib import Path
 from typing import Iterable
 
 import numpy as np
+
+from kerasft.rundir import atomic_write, read_status
 
 STORE_FORMAT_VERSION = 1
 KINDS = (
@@ -142,12 +147,8 @@ def write_npz(path: str | os.PathLike, **arrays) -> None:
     """Writes an .npz atomically: temporary name, fsync, rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
+    with atomic_write(path, "wb") as f:
         np.savez(f, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def record_name(epoch: int | None = None, step: int | None = None) -> str:
@@ -192,6 +193,73 @@ class TableWriter:
             self._file.flush()
             os.fsync(self._file.fileno())
             self._file.close()
+
+
+# ------------------------------------------------------------------ resuming
+
+
+def truncate_table(path: str | os.PathLike, epoch: int) -> int:
+    """Keeps a CSV table's rows of epochs up to `epoch`, for a resumed run.
+
+    The header and every whole row whose ``epoch`` column is at most
+    `epoch` stay as they were, byte for byte; later rows and a torn last
+    line go. The file is rewritten atomically. A missing file is left
+    missing.
+
+    Returns:
+        The number of lines dropped.
+    """
+    path = Path(path)
+    if not path.exists():
+        return 0
+    with open(path, encoding="utf-8", newline="") as f:  # keep "\r\n"
+        lines = f.read().splitlines(keepends=True)
+    if not lines or not lines[0].endswith("\n"):
+        path.unlink()  # not even a whole header
+        return len(lines)
+    header = next(csv.reader([lines[0]]))
+    column = header.index("epoch")
+    keep = [lines[0]]
+    for line in lines[1:]:
+        row = next(csv.reader([line]), [])
+        if (line.endswith("\n") and len(row) == len(header)
+                and float(row[column]) <= epoch):
+            keep.append(line)
+    if len(keep) < len(lines):
+        with atomic_write(path) as f:
+            f.write("".join(keep))
+    return len(lines) - len(keep)
+
+
+def drop_records_after(directory: str | os.PathLike, epoch: int,
+                       step: int) -> list[Path]:
+    """Removes a store's records made after a checkpoint, for a resume.
+
+    Per-epoch records of epochs after `epoch`, per-step records of steps
+    after `step`, and table rows of epochs after `epoch` (`truncate_table`)
+    go, so the resumed run appends each epoch exactly once. Bin edges stay:
+    set from the first values, they are what the rerun sets again.
+
+    Args:
+        directory: the store directory (``<run>/record``).
+        epoch: epochs done at the checkpoint.
+        step: training steps done at the checkpoint.
+
+    Returns:
+        The record files removed.
+    """
+    directory = Path(directory)
+    removed = []
+    for kind in KINDS:
+        for p in sorted((directory / kind).glob("*.npz")):
+            m = _FILE.match(p.name)
+            if m and int(m.group(2)) > (epoch if m.group(1) == "epoch"
+                                        else step):
+                p.unlink()
+                removed.append(p)
+    for table in TABLES:
+        truncate_table(directory / f"{table}.csv", epoch)
+    return removed
 
 
 # ------------------------------------------------------------------ reading
@@ -294,7 +362,8 @@ class Run:
             )
         self.config = self._yaml("config.yaml")
         self.env = self._json("env.json")
-        self.status = self._json("status.json")
+        # a dead "running" run reads as interrupted, with a note why
+        self.status = read_status(self.path)
         self.data = self._json("data.json")
         self.phases = self._json("phases.json") or []
         self.test = self._json("test_metrics.json")

@@ -25,6 +25,7 @@ import numpy as np
 
 from kerasft.errors import KerasftError
 from kerasft.record.store import STAT_NAMES, Run, load_run
+from kerasft.rundir import atomic_write
 
 # Kinds whose records hold fixed-bin ``counts`` (see the store's docstring).
 HISTOGRAM_KINDS = ("weights", "gradients", "activations", "probe_gradients")
@@ -143,34 +144,27 @@ def export_tensorboard(
     name = "events.out.tfevents.%010d.%s.%d%s" % (
         wall_time, socket.gethostname(), os.getpid(), EVENT_SUFFIX,
     )
-    # Written under a name TensorBoard ignores (no "tfevents"), then renamed:
-    # a failed export leaves the previous one whole and a running
+    # Written under a name TensorBoard ignores (no "tfevents"), then
+    # renamed: a failed export leaves the previous one whole and a running
     # TensorBoard never reads half a file.
-    tmp = logdir / f".kerasft-export-{os.getpid()}.tmp"
-    try:
-        with open(tmp, "wb") as f:
-            writer = RecordWriter(f)
-            header = event_pb2.Event(
+    with atomic_write(logdir / name, "wb", name="kerasft-export") as f:
+        writer = RecordWriter(f)
+        header = event_pb2.Event(
+            wall_time=wall_time,
+            file_version="brain.Event:2",
+            source_metadata=event_pb2.SourceMetadata(writer="kerasft"),
+        )
+        writer.write(header.SerializeToString())
+        for step, group in _by_step(values):
+            event = event_pb2.Event(
                 wall_time=wall_time,
-                file_version="brain.Event:2",
-                source_metadata=event_pb2.SourceMetadata(writer="kerasft"),
+                step=step,
+                summary=summary_pb2.Summary(value=group),
             )
-            writer.write(header.SerializeToString())
-            for step, group in _by_step(values):
-                event = event_pb2.Event(
-                    wall_time=wall_time,
-                    step=step,
-                    summary=summary_pb2.Summary(value=group),
-                )
-                writer.write(event.SerializeToString())
-            f.flush()
-            os.fsync(f.fileno())
-        for old in logdir.glob(f"events.out.tfevents.*{EVENT_SUFFIX}"):
+            writer.write(event.SerializeToString())
+    for old in logdir.glob(f"events.out.tfevents.*{EVENT_SUFFIX}"):
+        if old.name != name:
             old.unlink()
-        os.replace(tmp, logdir / name)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return logdir
 
 

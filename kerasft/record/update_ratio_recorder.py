@@ -32,6 +32,9 @@ class UpdateRatioRecorder(keras.callbacks.Callback):
             norms are faster (measured on torch, ResNet50's 23.6M weights
             on a loaded 2-core CPU: ~80 ms with numpy, 100-700 ms with
             torch's multi-tensor kernels). Defaults to `None`.
+        start_step: training steps done before the first `fit` (a resumed
+            run's checkpoint); the step numbering continues from it.
+            Defaults to `0`.
 
     Example:
 
@@ -41,12 +44,12 @@ class UpdateRatioRecorder(keras.callbacks.Callback):
     """
 
     def __init__(self, directory, every_steps: int = 50,
-                 on_device: bool | None = None):
+                 on_device: bool | None = None, start_step: int = 0):
         super().__init__()
         self.directory = directory
         self.every_steps = every_steps
         self.on_device = on_device
-        self._step = 0
+        self._step = start_step
         self._table = None
         self._previous = None
 

@@ -40,6 +40,9 @@ class WeightRecorder(Recorder):
             the weights are already in host memory and numpy's
             single-pass histogram is faster (measured: 0.27 s vs 0.57 s
             for a 2.4M-entry kernel). Defaults to `None`.
+        start_step: training steps done before the first `fit` (a resumed
+            run's checkpoint); the step numbering continues from it.
+            Defaults to `0`.
 
     Example:
 
@@ -52,27 +55,30 @@ class WeightRecorder(Recorder):
     kind = "weights"
 
     def __init__(self, directory, every_epochs: int = 1, every_steps=None,
-                 on_device: bool | None = None):
+                 on_device: bool | None = None, start_step: int = 0):
         super().__init__(directory, every_epochs)
         self.every_steps = every_steps
         self.on_device = on_device
         self._stats = None
         self._initial = None
-        self._step = 0
+        self._step = start_step
+
+    def start_from(self, model: keras.Model) -> None:
+        self._variables = tracked_variables(model)
+        self._initial = [to_numpy(v).copy() for v in self._variables]
+        if self.on_device is None:
+            self.on_device = backend.on_accelerator()
+        if self.on_device:
+            self._initial_device = [
+                keras.ops.copy(v.value) for v in self._variables]
+            self._initial_norm = np.array(
+                [np.linalg.norm(a.ravel()) for a in self._initial])
 
     def on_train_begin(self, logs=None):
         # W_0 is taken at the first fit; later fits (phases) keep it, so
         # pass the same recorder to every phase.
         if self._initial is None:
-            self._variables = tracked_variables(self.model)
-            self._initial = [to_numpy(v).copy() for v in self._variables]
-            if self.on_device is None:
-                self.on_device = backend.on_accelerator()
-            if self.on_device:
-                self._initial_device = [
-                    keras.ops.copy(v.value) for v in self._variables]
-                self._initial_norm = np.array(
-                    [np.linalg.norm(a.ravel()) for a in self._initial])
+            self.start_from(self.model)
         super().on_train_begin(logs)
 
     def on_train_batch_end(self, batch, logs=None):

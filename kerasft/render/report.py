@@ -18,6 +18,7 @@ from pathlib import Path
 
 from kerasft.errors import RunDirError
 from kerasft.record.store import load_run
+from kerasft.rundir import clean_leftovers
 from kerasft.render.base import DPI, FigureResult, RenderOptions, plain_text
 from kerasft.render.html import build_html
 
@@ -80,13 +81,16 @@ def render_report(
             f"{str(run_dir)!r}. Run directories are under runs/."
         )
     options = options or RenderOptions()
+    # what killed writers (a training, an earlier render) left behind
+    clean_leftovers(run_dir)
     run = load_run(run_dir)
     final = run_dir / "report"
     tmp = run_dir / f".report.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     figures: list[FigureResult] = []
     warnings = list((run.test or {}).get("warnings", []))
+    if run.status.get("note"):  # a dead run that still said "running"
+        warnings.insert(0, run.status["note"])
     try:
         for name in FIGURE_MODULES:
             try:

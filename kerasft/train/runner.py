@@ -21,8 +21,15 @@ from kerasft import backend
 from kerasft.config import OptimizerConfig, RunConfig, save_config
 from kerasft.data import Batches, DataSplits, default_workers, load_splits
 from kerasft.model import apply_phase, build_model, make_phases
-from kerasft.rundir import FORMAT_VERSION, create_run_dir, write_json
+from kerasft.rundir import (
+    FORMAT_VERSION,
+    atomic_path,
+    create_run_dir,
+    running_status,
+    write_json,
+)
 from kerasft.train.epoch_checkpoint import EpochCheckpoint
+from kerasft.train.heartbeat import Heartbeat
 from kerasft.train.metrics_logger import MetricsLogger
 
 # Inference-mode accuracy on (at most) this many training images is measured
@@ -154,12 +161,14 @@ def _batches(cfg: RunConfig, split, train: bool, max_steps=None,
     )
 
 
-def make_recorders(cfg: RunConfig, splits: DataSplits, run_dir: Path) -> list:
+def make_recorders(cfg: RunConfig, splits: DataSplits, run_dir: Path,
+                   start_step: int = 0) -> list:
     """The recorders the `record:` section asks for, sharing one probe set.
 
     The probe images come from the validation split (the test split if
     there is none), chosen by the seed alone, so every backend records the
     same images; their indices are saved in ``record/probe.json``.
+    `start_step`: training steps already done (a resumed run).
     """
     from kerasft import record
 
@@ -182,17 +191,21 @@ def make_recorders(cfg: RunConfig, splits: DataSplits, run_dir: Path) -> list:
     out = []
     if r.scalars:
         out.append(record.ScalarRecorder(
-            directory, r.scalars_every_steps, cfg.data.batch_size))
+            directory, r.scalars_every_steps, cfg.data.batch_size,
+            start_step=start_step))
     if r.weights:
         out.append(record.WeightRecorder(
-            directory, every_steps=r.weights_every_steps))
+            directory, every_steps=r.weights_every_steps,
+            start_step=start_step))
     if r.gradients:
         # One fit per epoch: keep the tap (and the compiled step) between
         # them; `train` detaches it before saving the model.
         out.append(record.GradientRecorder(
-            directory, r.every_steps, seed=cfg.seed, detach_at_end=False))
+            directory, r.every_steps, seed=cfg.seed, detach_at_end=False,
+            start_step=start_step))
     if r.update_ratios:
-        out.append(record.UpdateRatioRecorder(directory, r.every_steps))
+        out.append(record.UpdateRatioRecorder(
+            directory, r.every_steps, start_step=start_step))
     if r.activations:
         out.append(record.ActivationRecorder(directory, batch.x))
     if r.probe_gradients:
@@ -293,6 +306,7 @@ def train(
     out: str | os.PathLike = "runs",
     splits: DataSplits | None = None,
     report: bool = True,
+    resume: str | os.PathLike | None = None,
 ) -> RunResult:
     """Runs a whole fine-tuning run and writes its run directory.
 
@@ -302,6 +316,11 @@ def train(
         splits: data to use instead of `cfg.data` (for library users with
             their own arrays). Defaults to loading `cfg.data`.
         report: render ``<run>/report/`` at the end. Defaults to `True`.
+        resume: a run directory to continue from its last complete
+            checkpoint instead of starting a new run (`out` is then
+            unused); `cfg` must be its config, with at most
+            `kerasft.train.resume.RESUMABLE_KEYS` changed. See
+            `kerasft.train.resume`. Defaults to `None`.
 
     Returns:
         A `RunResult`.
@@ -314,6 +333,12 @@ def train(
     ```
     """
     t0 = time.perf_counter()
+    resuming = None
+    if resume is not None:
+        from kerasft.train import resume as resume_module
+
+        # Before anything heavy: a run that cannot be resumed fails fast.
+        resuming = resume_module.check(resume, cfg)
     determinism = backend.enable_determinism() if cfg.train.deterministic else []
     for note in determinism:
         print(f"kerasft: determinism: {note}")
@@ -323,20 +348,26 @@ def train(
     model = build_model(cfg.model, splits.num_classes, cfg.data.image_size,
                         precision=cfg.train.precision)
 
-    run_dir = create_run_dir(out, cfg.name, backend.name())
-    status = {"state": "running", "epochs_done": 0}
-    write_json(run_dir / "status.json", status)
-    save_config(cfg, run_dir / "config.yaml")
-    env = environment(cfg)
-    env["initial_weights_sha256"] = weights_fingerprint(model)
-    env["initial_weights_source"] = cfg.model.weights
-    env["deterministic"] = cfg.train.deterministic
-    env["determinism_notes"] = determinism
-    env.update(precision_record(model, cfg))
-    write_json(run_dir / "env.json", env)
-    write_json(run_dir / "data.json", _data_record(splits))
-    model.save_weights(run_dir / "initial.weights.h5")
-    write_json(run_dir / "layers.json", layer_table(model))
+    phases = make_phases(cfg.plan, cfg.train)
+    if resuming is None:
+        run_dir = create_run_dir(out, cfg.name, backend.name())
+        status = running_status()
+        write_json(run_dir / "status.json", status)
+        save_config(cfg, run_dir / "config.yaml")
+        env = environment(cfg)
+        env["initial_weights_sha256"] = weights_fingerprint(model)
+        env["initial_weights_source"] = cfg.model.weights
+        env["deterministic"] = cfg.train.deterministic
+        env["determinism_notes"] = determinism
+        env.update(precision_record(model, cfg))
+        write_json(run_dir / "env.json", env)
+        write_json(run_dir / "data.json", _data_record(splits))
+        with atomic_path(run_dir / "initial.weights.h5") as tmp:
+            model.save_weights(tmp)
+        write_json(run_dir / "layers.json", layer_table(model))
+    else:
+        run_dir = resuming.run_dir
+        status, env = resume_module.reopen(resuming, cfg, phases)
 
     steps = cfg.train.steps_per_epoch
     train_batches = _batches(cfg, splits.train, True, steps)
@@ -345,10 +376,13 @@ def train(
         if splits.validation is not None and len(splits.validation)
         else None
     )
-    recorders = make_recorders(cfg, splits, run_dir)
-    phases = make_phases(cfg.plan, cfg.train)
-    phase_records = []
-    history: dict = {}
+    recorders = make_recorders(cfg, splits, run_dir,
+                               resuming.step if resuming else 0)
+    phase_records = list(resuming.phase_records) if resuming else []
+    history: dict = dict(resuming.history) if resuming else {}
+    step = resuming.step if resuming else 0
+    if resuming:
+        resume_module.restore_model(resuming, model, recorders)
     verbose = cfg.train.verbose
     print(
         f"kerasft: {cfg.model.arch} ({cfg.model.weights} weights) on "
@@ -357,14 +391,22 @@ def train(
         f"{len(splits.test)} test images at {cfg.data.image_size}px, "
         f"backend {backend.name()}\nkerasft: run directory {run_dir}"
     )
-    epoch = 0
+    if resuming:
+        if resuming.note:
+            print(f"kerasft: {resuming.note}")
+        print(f"kerasft: resuming {run_dir} after epoch {resuming.epoch} "
+              f"(step {resuming.step})")
+    epoch = resuming.epoch if resuming else 0
     try:
-        for phase in phases:
+        for phase_index, phase in enumerate(phases):
+            if resuming and phase_index < resuming.phase_index:
+                continue  # over before the checkpoint
+            first_epoch = sum(p.epochs for p in phases[:phase_index])
             counts = apply_phase(model, phase, cfg.plan.batchnorm)
             phase_records.append(
                 {
                     "name": phase.name,
-                    "first_epoch": epoch + 1,
+                    "first_epoch": first_epoch + 1,
                     "epochs": phase.epochs,
                     "stages": sorted(phase.stages),
                     "lr_factor": phase.lr_factor,
@@ -393,21 +435,28 @@ def train(
             # fit must not draw a batch from the workers' queue to build
             # the compiled metrics (it would skip batch 0 on torch and jax)
             backend.build_compiled_state(model, train_batches[0])
+            if epoch > first_epoch:  # resumed inside this phase
+                resume_module.restore_optimizer(resuming, model)
             if len(phase_records) == 1:  # what Keras resolved, once
                 env.update(precision_record(model, cfg))
                 write_json(run_dir / "env.json", env)
-            phase_end = epoch + phase.epochs
+            phase_end = first_epoch + phase.epochs
+            checkpoint = EpochCheckpoint(
+                run_dir / "checkpoints",
+                cfg.train.checkpoint_every,
+                last_epoch=phase_end - 1,
+                start_step=step,
+                info={"phase": phase.name, "phase_index": phase_index},
+            )
             callbacks = [
+                Heartbeat(run_dir / "status.json", status),
                 MetricsLogger(
                     run_dir / "metrics.csv", phase.name, cfg.data.batch_size
                 ),
-                EpochCheckpoint(
-                    run_dir / "checkpoints",
-                    cfg.train.checkpoint_every,
-                    last_epoch=phase_end - 1,
-                ),
                 keras.callbacks.TerminateOnNaN(),
                 *recorders,
+                # last: an epoch's checkpoint comes after all its records
+                checkpoint,
             ]
             # One `fit` per epoch, each on batches fixed to that epoch. A
             # single multi-epoch fit cannot promise the same batches on every
@@ -440,6 +489,7 @@ def train(
                     history.get("loss", 0)
                 ):
                     raise FloatingPointError("loss became NaN/inf")
+            step = checkpoint.step
 
         test = model.evaluate(
             _batches(cfg, splits.test, False), verbose=verbose, return_dict=True
@@ -472,9 +522,8 @@ def train(
         tap = getattr(model.optimizer, "_kerasft_gradient_tap", None)
         if isinstance(tap, GradientTap):
             tap.detach()  # keep the tap's variables out of model.keras
-        final = run_dir / "model.keras"
-        model.save(run_dir / ".model.tmp.keras")
-        os.replace(run_dir / ".model.tmp.keras", final)
+        with atomic_path(run_dir / "model.keras") as tmp:
+            model.save(tmp)
     except FloatingPointError as e:
         status.update(state="failed", error=str(e))
         write_json(run_dir / "status.json", status)
