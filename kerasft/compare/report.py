@@ -29,6 +29,7 @@ from kerasft.compare.metrics import (
 from kerasft.compare.tolerances import parity_checks
 from kerasft.errors import RunDirError
 from kerasft.record.store import load_run
+from kerasft.rundir import write_json
 from kerasft.render.base import DPI, new_figure
 
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
@@ -375,9 +376,8 @@ def compare_runs(
     checks = {f"{_label(runs[0])} vs {_label(r)}":
               [c.__dict__ | {"ok": c.ok} for c in parity_checks(runs[0], r)]
               for r in runs[1:]}
-    (out / "divergences.json").write_text(
-        json.dumps({"divergences": table, "checks": checks,
-                    "warnings": warnings}, indent=2))
+    write_json(out / "divergences.json",
+               {"divergences": table, "checks": checks, "warnings": warnings})
     page = _page(runs, figures, table, checks, warnings,
                  time.perf_counter() - t0)
     (out / "index.html").write_text(page, encoding="utf-8")

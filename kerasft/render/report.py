@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from kerasft.errors import RunDirError
 from kerasft.record.store import load_run
 from kerasft.render.base import DPI, FigureResult, RenderOptions
@@ -52,6 +54,44 @@ class Report:
     seconds: float
 
 
+# The histogram kinds whose records count non-finite entries.
+_COUNTED = ("weights", "gradients", "activations", "probe_gradients")
+
+
+def nonfinite_notes(run) -> list[str]:
+    """One note per record kind whose histograms counted NaN/inf entries.
+
+    Histograms hold finite values only; the ``nonfinite`` count beside
+    them is the rest, so a figure never silently drops them.
+
+    Args:
+        run: a loaded run.
+
+    Returns:
+        Plain-text notes (empty when every recorded entry was finite).
+    """
+    notes = []
+    for kind in _COUNTED:
+        records = run.records.get(kind)
+        if records is None:
+            continue
+        for epoch in records.epochs:
+            rec = records[epoch]
+            counts = rec.get("nonfinite")
+            if counts is None or not np.any(counts):
+                continue
+            bad = np.flatnonzero(counts)
+            names = rec["names"]
+            notes.append(
+                f"{kind}: {len(bad)} tensor(s) hold non-finite (NaN/inf) "
+                f"entries from epoch {epoch} on (first: {names[bad[0]]}, "
+                f"{int(counts[bad[0]])} entries); the histograms show "
+                "the finite entries only."
+            )
+            break
+    return notes
+
+
 def render_report(
     run_dir: str | os.PathLike, options: RenderOptions | None = None
 ) -> Report:
@@ -86,6 +126,7 @@ def render_report(
     tmp.mkdir()
     figures: list[FigureResult] = []
     warnings = list((run.test or {}).get("warnings", []))
+    warnings += nonfinite_notes(run)
     try:
         for name in FIGURE_MODULES:
             try:
