@@ -41,3 +41,19 @@ class RunDirError(KerasftError):
     """A run directory is missing, incomplete or of an unknown format."""
 
     exit_code = 2
+
+
+class NonFiniteError(KerasftError):
+    """Training produced a NaN or inf (loss, gradient or validation metric).
+
+    A runtime failure (exit code 1). The message names the step, the first
+    layer that went non-finite and the learning rate at that step.
+
+    Args:
+        message: the one-line message.
+        fault: what was found, as plain data (saved in ``status.json``).
+    """
+
+    def __init__(self, message: str, fault: dict | None = None):
+        super().__init__(message)
+        self.fault = fault or {}

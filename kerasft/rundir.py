@@ -24,7 +24,9 @@ Every file is written under a temporary name in its own folder
 (`temporary_name`: ``.tmp-<pid>-<name>``) and renamed into place, so a reader
 never sees half a file; `clean_leftovers` removes what a killed process left.
 Append-only CSV tables are the exception: each row is one write, and the
-reader drops a torn last line.
+reader drops a torn last line. JSON files are strict (RFC 8259): a float
+that is not finite is written as the string ``"nan"``, ``"inf"`` or
+``"-inf"`` (which `float()` reads back), never as ``NaN``/``Infinity``.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import json
+import math
 import os
 import re
 import shutil
@@ -42,6 +45,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from kerasft.errors import RunDirError
+
+import numpy as np
 
 FORMAT_VERSION = 1
 
@@ -125,10 +130,57 @@ def atomic_write(path: str | os.PathLike, mode: str = "w",
             f.flush()
 
 
+def strict_json_value(data: Any) -> Any:
+    """`data` with every non-finite float as a string, numpy scalars as
+    Python ones, arrays and tuples as lists.
+
+    The one rule for kerasft's JSON files: Python's `json` writes NaN and
+    inf as the bare words ``NaN``/``Infinity``, which strict parsers (and
+    other languages) refuse. A string keeps the value visible and readable
+    with `float()`; a number that is finite stays a number.
+
+    Args:
+        data: nested dicts/lists of JSON-able values.
+
+    Returns:
+        The same structure, safe for ``json.dumps(..., allow_nan=False)``.
+
+    Example:
+
+    ```python
+    strict_json_value({"loss": float("inf"), "acc": np.float32(0.5)})
+    # {'loss': 'inf', 'acc': 0.5}
+    ```
+    """
+    if isinstance(data, dict):
+        return {k: strict_json_value(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [strict_json_value(v) for v in data]
+    if isinstance(data, np.ndarray):
+        return strict_json_value(data.tolist())
+    if isinstance(data, (bool, np.bool_)):
+        return bool(data)
+    if isinstance(data, np.integer):
+        return int(data)
+    if isinstance(data, (float, np.floating)):
+        value = float(data)
+        if math.isfinite(value):
+            return value
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    return data
+
+
+def dumps_json(data: Any) -> str:
+    """Strict JSON text of `data` (see `strict_json_value`), indented."""
+    return json.dumps(strict_json_value(data), indent=2, sort_keys=False,
+                      default=str, allow_nan=False)
+
+
 def write_json(path: str | os.PathLike, data: Any) -> None:
-    """Writes JSON atomically (temporary file, fsync, rename)."""
+    """Writes strict JSON atomically (temporary file, fsync, rename)."""
+    text = dumps_json(data)
     with atomic_write(path) as f:
-        json.dump(data, f, indent=2, sort_keys=False, default=str)
+        f.write(text)
         f.write("\n")
 
 

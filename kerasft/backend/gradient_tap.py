@@ -18,6 +18,19 @@ state variable counts the steps and a `keras.ops.cond` runs the reduction
 only when the count is due. On recorded steps the norms are fused
 (`torch._foreach_norm` on torch; one compiled graph on TensorFlow and JAX)
 and every reduction runs in float32, whatever the gradients' dtype.
+
+Non-finite watch: on every step (recorded or not) the tap also checks, on
+the device, whether any gradient holds a NaN or inf, and keeps the first
+such step's first variable (in tap order) in a small int32 variable
+(`read_watch`). TensorFlow and JAX test every entry (``isfinite``, fused
+into the step); torch takes one fused L1 norm per gradient
+(`torch._foreach_norm`), which is non-finite exactly when an entry is, or
+when the entries' absolute sum passes float32's 3.4e38. With
+``skip_nonfinite`` (set by `kerasft.train.NonFiniteGuard`) such a step's
+update is not applied, so the weights stay those the faulty step started
+from and the step can be recomputed. That costs one host read per step on
+torch (the Python `if`), a `cond` on TensorFlow and a select over the
+optimizer's variables on JAX (fused by XLA into the update).
 """
 
 from __future__ import annotations
@@ -75,6 +88,12 @@ class GradientTap:
             self.sample_index.append(idx.astype(np.int32))
         self.offsets = np.cumsum([0] + [len(i) for i in self.sample_index])
         self._eager = keras.backend.backend() == "torch"
+        self._jax = keras.backend.backend() == "jax"
+        # Not applying an update whose gradients are non-finite: only for a
+        # caller that stops the run on it (NonFiniteGuard); otherwise
+        # skipping steps would silently "fix" training.
+        self.skip_nonfinite = False
+        self._present_index = {}
         # The torch path keeps the schedule in Python (see module docstring).
         self._py_state = [0, 1, 0, -1, 0]
         self._device_index = None
@@ -85,12 +104,18 @@ class GradientTap:
             self.norms = target.add_variable(
                 (len(self.variables),), initializer="zeros", name="grad_norms"
             )
-            self.norms.assign(np.full(len(self.variables), np.nan, "float32"))
+            # -1: no gradient (NaN would read like a NaN gradient).
+            self.norms.assign(np.full(len(self.variables), -1.0, "float32"))
             self.samples = target.add_variable(
                 (int(self.offsets[-1]),), initializer="zeros",
                 name="grad_samples",
             )
-            self._own = [self.norms, self.samples]
+            self.watch = target.add_variable(
+                (2,), initializer="zeros", dtype="int32",
+                name="nonfinite_watch",
+            )
+            self.watch.assign(np.array([0, -1], "int32"))
+            self._own = [self.norms, self.samples, self.watch]
             if not self._eager:
                 self.state = target.add_variable(
                     (5,), initializer="zeros", dtype="int32",
@@ -161,9 +186,81 @@ class GradientTap:
             if _due(s[_COUNT], s[_EVERY], s[_PHASE], s[_LAST]):
                 s[_RECORDED] = s[_COUNT]
                 self._record_torch(grads, trainable_variables)
+            bad = self._watch_torch(grads, trainable_variables)
         else:
             self._record_compiled(grads, trainable_variables)
-        return self._original_apply(grads, trainable_variables)
+            bad = self._watch_compiled(grads, trainable_variables)
+        if not self.skip_nonfinite or bad is None:
+            return self._original_apply(grads, trainable_variables)
+        if self._eager:
+            # The one host read of the step (a sync on a GPU).
+            if bool(bad):
+                return None
+            return self._original_apply(grads, trainable_variables)
+        if self._jax:
+            return self._apply_unless_jax(bad, grads, trainable_variables)
+
+        def apply():
+            self._original_apply(grads, trainable_variables)
+
+        # As keras's LossScaleOptimizer skips a step (tf.cond).
+        keras.ops.cond(bad, lambda: None, apply)
+        return None
+
+    def _apply_unless_jax(self, bad, grads, trainable_variables):
+        """Under JAX's stateless step a `cond` cannot hold the update's
+        variable writes: apply, then select the old values back."""
+        ops = keras.ops
+        own = {id(v) for v in self._own}
+        tvars = (list(trainable_variables) if trainable_variables is not None
+                 else list(self._target._trainable_variables))
+        kept = [v for v in self._target.variables if id(v) not in own] + tvars
+        before = [v.value for v in kept]
+        result = self._original_apply(grads, trainable_variables)
+        for v, old in zip(kept, before):
+            v.assign(ops.where(bad, old, v.value))
+        return result
+
+    def _watch_torch(self, grads, trainable_variables):
+        import torch
+
+        ordered = self._by_index(grads, trainable_variables)
+        present = tuple(i for i, g in enumerate(ordered) if g is not None)
+        if not present:
+            return None
+        with torch.no_grad():
+            w = self.watch.value
+            index = self._present_index.get(present)
+            if index is None:
+                index = self._present_index[present] = torch.as_tensor(
+                    present, dtype=torch.int32, device=w.device)
+            l1 = torch._foreach_norm([ordered[i].detach() for i in present],
+                                     1, dtype=torch.float32)
+            bad = ~torch.isfinite(torch.stack(l1))
+            any_bad = bad.any()
+            first = index[torch.argmax(bad.to(torch.float32))]
+            new = torch.stack([torch.ones_like(first), first])
+            self.watch.assign(torch.where(
+                torch.logical_and(w[0] == 0, any_bad), new, w))
+        return any_bad
+
+    def _watch_compiled(self, grads, trainable_variables):
+        ops = keras.ops
+        ordered = self._by_index(grads, trainable_variables)
+        present = tuple(i for i, g in enumerate(ordered) if g is not None)
+        if not present:
+            return None
+        bad = ops.stack([ops.logical_not(ops.all(ops.isfinite(ordered[i])))
+                         for i in present])
+        any_bad = ops.any(bad)
+        first = ops.take(ops.convert_to_tensor(np.array(present, "int32")),
+                         ops.argmax(ops.cast(bad, "int32")))
+        w = self.watch.value
+        new = ops.stack([ops.convert_to_tensor(1, "int32"),
+                         ops.cast(first, "int32")])
+        self.watch.assign(ops.where(
+            ops.logical_and(ops.equal(w[0], 0), any_bad), new, w))
+        return any_bad
 
     def _by_index(self, grads, trainable_variables):
         """The gradients in tap order (None where a variable got none)."""
@@ -191,7 +288,7 @@ class GradientTap:
                     torch.as_tensor(i, dtype=torch.long, device=device)
                     for i in self.sample_index
                 ]
-            norms = torch.full((len(ordered),), float("nan"),
+            norms = torch.full((len(ordered),), -1.0,
                                dtype=torch.float32, device=device)
             samples = torch.full((int(self.offsets[-1]),), float("nan"),
                                  dtype=torch.float32, device=device)
@@ -222,7 +319,7 @@ class GradientTap:
             for i, g in enumerate(ordered):
                 n = len(self.sample_index[i])
                 if g is None:
-                    norms.append(ops.full((), np.nan, "float32"))
+                    norms.append(ops.full((), -1.0, "float32"))
                     samples.append(ops.full((n,), np.nan, "float32"))
                     continue
                 flat = ops.reshape(ops.cast(g, "float32"), (-1,))
@@ -243,8 +340,36 @@ class GradientTap:
 
     def read_norms(self) -> np.ndarray:
         """Gradient L2 norm per variable at the latest recorded step
-        (NaN: none)."""
-        return np.asarray(keras.ops.convert_to_numpy(self.norms))
+        (NaN: none, or a non-finite gradient; see `read_present`)."""
+        norms = np.asarray(keras.ops.convert_to_numpy(self.norms))
+        return np.where(norms < 0, np.nan, norms)
+
+    def read_present(self) -> np.ndarray:
+        """Whether each variable got a gradient at the latest recorded step
+        (True also where that gradient was non-finite)."""
+        norms = np.asarray(keras.ops.convert_to_numpy(self.norms))
+        return ~(norms < 0)
+
+    def read_watch(self, model=None) -> tuple[bool, int]:
+        """The non-finite watch: whether a step since the last
+        `reset_watch` had a NaN/inf gradient, and the tap index of the
+        first such variable of the first such step (-1: none).
+
+        Args:
+            model: the model being fitted; under JAX the value is read
+                from the trainer's live state (one small array, without
+                syncing every variable). Defaults to `None`.
+        """
+        from kerasft.backend.gradients import live_value
+
+        value = self.watch if model is None else live_value(model,
+                                                            self.watch)
+        w = np.asarray(keras.ops.convert_to_numpy(value))
+        return bool(w[0]), int(w[1])
+
+    def reset_watch(self) -> None:
+        """Clears the non-finite watch (outside the train step)."""
+        self.watch.assign(np.array([0, -1], "int32"))
 
     def read_samples(self) -> list[np.ndarray]:
         """The sampled gradient entries per variable at the latest

@@ -42,11 +42,42 @@ def sync_state(model: Any) -> None:
         sync()
 
 
+def live_value(model: Any, variable: Any) -> Any:
+    """An optimizer variable's current value, also inside a JAX `fit`.
+
+    Under JAX, `fit` keeps the live values in the trainer's private state
+    between steps (see `sync_state`); this reads the one variable from it
+    without writing every variable back, so a callback can look at a small
+    flag each step for the cost of one tiny device read. Elsewhere it is
+    the variable's value.
+
+    Args:
+        model: the model being fitted.
+        variable: one of ``model.optimizer.variables``.
+
+    Returns:
+        A backend tensor.
+    """
+    import keras
+
+    if keras.backend.backend() != "jax":
+        return variable.value
+    state = getattr(model, "_jax_state", None)
+    if not state or getattr(model, "_jax_state_synced", True):
+        return variable.value
+    values = state.get("optimizer_variables") or ()
+    for v, value in zip(model.optimizer.variables, values):
+        if v is variable:
+            return value
+    return variable.value
+
+
 def loss_and_gradients(
     model: Any,
     x: np.ndarray,
     y: np.ndarray,
     variables: Sequence[Any],
+    training: bool = False,
 ) -> tuple[float, list[np.ndarray]]:
     """Mean cross-entropy of a logits model and its gradient, in inference mode.
 
@@ -65,6 +96,10 @@ def loss_and_gradients(
         y: integer class labels, shape ``(N,)``.
         variables: the `keras.Variable`s to differentiate with respect to;
             they must belong to `model`.
+        training: call the model in training mode instead (BatchNorm on
+            the batch's statistics, as in a training step). On torch and
+            TensorFlow that call updates BatchNorm moving statistics; the
+            caller restores them if it must. Defaults to `False`.
 
     Returns:
         ``(loss, grads)``: the loss as a Python float and one float32 numpy
@@ -104,7 +139,7 @@ def loss_and_gradients(
     }
     if backend not in impl:
         raise ValueError(f"loss_and_gradients: unsupported backend {backend!r}")
-    loss, grads = impl[backend](model, x, y, unique)
+    loss, grads = impl[backend](model, x, y, unique, training)
     return loss, [grads[slot_of[id(v)]] for v in variables]
 
 
@@ -124,7 +159,8 @@ def _as_float32(grad: Any, variable: Any) -> np.ndarray:
 
 
 def _tensorflow(
-    model: Any, x: np.ndarray, y: np.ndarray, variables: list[Any]
+    model: Any, x: np.ndarray, y: np.ndarray, variables: list[Any],
+    training: bool = False,
 ) -> tuple[float, list[np.ndarray]]:
     import tensorflow as tf
 
@@ -138,7 +174,7 @@ def _tensorflow(
     with tf.GradientTape(watch_accessed_variables=False) as tape:
         for s in sources:
             tape.watch(s)
-        loss = _loss(model(xt, training=False), yt)
+        loss = _loss(model(xt, training=training), yt)
     grads = tape.gradient(loss, sources)
     return float(loss.numpy()), [
         _as_float32(None if g is None else tf.convert_to_tensor(g).numpy(), v)
@@ -147,7 +183,8 @@ def _tensorflow(
 
 
 def _torch(
-    model: Any, x: np.ndarray, y: np.ndarray, variables: list[Any]
+    model: Any, x: np.ndarray, y: np.ndarray, variables: list[Any],
+    training: bool = False,
 ) -> tuple[float, list[np.ndarray]]:
     import keras
     import torch
@@ -166,7 +203,7 @@ def _torch(
         with torch.enable_grad():
             xt = keras.ops.convert_to_tensor(x)
             yt = keras.ops.convert_to_tensor(y)
-            loss = _loss(model(xt, training=False), yt)
+            loss = _loss(model(xt, training=training), yt)
             # autograd.grad refuses an empty input list; the loss alone is
             # a legitimate request (e.g. for a finite difference).
             grads = (
@@ -183,7 +220,8 @@ def _torch(
 
 
 def _jax(
-    model: Any, x: np.ndarray, y: np.ndarray, variables: list[Any]
+    model: Any, x: np.ndarray, y: np.ndarray, variables: list[Any],
+    training: bool = False,
 ) -> tuple[float, list[np.ndarray]]:
     import jax
     import jax.numpy as jnp
@@ -215,7 +253,7 @@ def _jax(
         # stateless_call leaves the variables alone; the updated
         # non-trainable state it returns (unchanged in inference) is dropped.
         logits, _ = model.stateless_call(
-            values[0], values[1], xj, training=False
+            values[0], values[1], xj, training=training
         )
         return _loss(logits, yj)
 

@@ -377,8 +377,8 @@ def compare_runs(
     checks = {f"{_label(runs[0])} vs {_label(r)}":
               [c.__dict__ | {"ok": c.ok} for c in parity_checks(runs[0], r)]
               for r in runs[1:]}
-    write_json(out / "divergences.json", {
-        "divergences": table, "checks": checks, "warnings": warnings})
+    write_json(out / "divergences.json",
+               {"divergences": table, "checks": checks, "warnings": warnings})
     page = _page(runs, figures, table, checks, warnings,
                  time.perf_counter() - t0)
     with atomic_write(out / "index.html") as f:

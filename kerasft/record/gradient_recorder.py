@@ -101,10 +101,12 @@ class GradientRecorder(Recorder):
 
             sync_state(self.model)
             norms = self.tap.read_norms()
+            present = self.tap.read_present()
             row = {"step": self._step, "epoch": self._epoch + 1}
+            # An empty cell: no gradient (frozen); "nan": a NaN gradient.
             row.update(
-                (n, None if np.isnan(x) else float(x))
-                for n, x in zip(self.tap.names, norms)
+                (n, float(x) if p else None)
+                for n, x, p in zip(self.tap.names, norms, present)
             )
             self._table.write(row)
 
@@ -114,7 +116,9 @@ class GradientRecorder(Recorder):
             return  # no step of this fit was recorded yet
         norms = self.tap.read_norms()
         samples = self.tap.read_samples()
-        keep = [i for i, n in enumerate(norms) if np.isfinite(n)]
+        # Variables with a non-finite gradient stay in, counted in
+        # ``nonfinite``; only those that got no gradient are left out.
+        keep = list(np.flatnonzero(self.tap.read_present()))
         if not keep:
             return
         names = [self.tap.names[i] for i in keep]

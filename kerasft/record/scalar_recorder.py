@@ -10,6 +10,19 @@ import numpy as np
 from kerasft.record import store
 
 
+def learning_rate_of(optimizer) -> float:
+    """The optimizer's learning rate now: its schedule at the optimizer's
+    ``iterations`` (the step about to be applied), or the constant.
+
+    Under JAX, call `kerasft.backend.gradients.sync_state` first inside
+    `fit` (``iterations`` lags behind otherwise).
+    """
+    lr = optimizer.learning_rate
+    if callable(lr):
+        lr = lr(optimizer.iterations)
+    return float(np.asarray(keras.ops.convert_to_numpy(lr)))
+
+
 class ScalarRecorder(keras.callbacks.Callback):
     """Appends a row to ``scalars.csv`` every `every_steps` training steps.
 
@@ -63,11 +76,7 @@ class ScalarRecorder(keras.callbacks.Callback):
             )
         row = {"step": self._step, "epoch": self._epoch + 1}
         row.update((k, float(np.asarray(v))) for k, v in logs.items())
-        opt = self.model.optimizer
-        lr = opt.learning_rate
-        if callable(lr):
-            lr = lr(opt.iterations)
-        row["learning_rate"] = float(keras.ops.convert_to_numpy(lr))
+        row["learning_rate"] = learning_rate_of(self.model.optimizer)
         if self.batch_size and now > self._t:
             row["images_per_second"] = self.batch_size * self._since / (now - self._t)
         self._t, self._since = now, 0

@@ -108,6 +108,19 @@ def diagnose_curves(
         )
         return notes
 
+    # A finite loss that grew by orders of magnitude is divergence too:
+    # "under-fitting, raise the learning rate" would be the wrong advice.
+    if loss is not None and np.sum(np.isfinite(loss)) >= 1:
+        fin = loss[np.isfinite(loss)]
+        # (A cross-entropy of 1e4 means logits 1e4 off: no model that
+        # learns gets there.)
+        if fin[-1] > 1e4 or fin[-1] > 100 * abs(fin[0]) > 0:
+            notes.append(
+                f"diverged: training loss grew from {_num(fin[0])} to "
+                f"{_num(fin[-1])} — lower the learning rate or clip gradients"
+            )
+            return notes
+
     def last_finite(a: np.ndarray | None) -> int | None:
         if a is None:
             return None
@@ -228,6 +241,23 @@ def diagnose_curves(
         else:
             notes.append("no sign of over-fitting")
     return notes
+
+
+def nonfinite_note(fault: dict) -> str:
+    """The curves' diagnosis of a run stopped by non-finite numbers.
+
+    Args:
+        fault: ``status.json``'s ``fault`` (see `NonFiniteGuard`).
+    """
+    values = ", ".join(f"{k} {v}" for k, v in
+                       (fault.get("values") or {}).items()) or "a gradient"
+    return (
+        f"diverged: the numbers became non-finite ({values}) at epoch "
+        f"{fault.get('epoch')}, batch {fault.get('batch')}, learning rate "
+        f"{fault.get('learning_rate')}; first layer: "
+        f"{fault.get('layer') or 'not found'}. The curves stop before it; "
+        "judge no fit from them — lower the learning rate or clip gradients"
+    )
 
 
 def diagnose_batchnorm_gap(test: dict, threshold: float = 0.15) -> list[str]:
@@ -358,7 +388,13 @@ def render(run, options: RenderOptions | None = None) -> list[FigureResult]:
     test = getattr(run, "test", None) or {}
     scalars = (getattr(run, "tables", None) or {}).get("scalars") or {}
 
-    notes = diagnose_curves(metrics) + diagnose_batchnorm_gap(test)
+    fault = (getattr(run, "status", None) or {}).get("fault")
+    if fault:
+        # The curves end before a NaN/inf: any fitting advice drawn from
+        # them ("raise the learning rate") would be wrong.
+        notes = [nonfinite_note(fault)]
+    else:
+        notes = diagnose_curves(metrics) + diagnose_batchnorm_gap(test)
 
     has_acc = acc is not None or val_acc is not None
     fig = new_figure(11, 6)

@@ -25,6 +25,8 @@ table.kv td:first-child{color:#5b6570;white-space:nowrap}
 .big{font-size:22px;font-weight:600}
 .warn{background:#fff4e0;border-left:4px solid #e69500;padding:8px 12px;
 margin:6px 0}
+.err{background:#fdecea;border-left:4px solid #c62828;padding:10px 14px;
+margin:10px 0;font-size:15px}
 .ok{background:#eaf6ec;border-left:4px solid #3a9a4a;padding:8px 12px}
 figure{margin:14px 0 26px}figure img{max-width:100%;border:1px solid #e3e6ea}
 figcaption{color:#3c4650;font-size:14px;margin-top:4px}
@@ -66,6 +68,42 @@ def _fmt(value, pct=False) -> str:
     return f"{v:.1%}" if pct else f"{v:.4g}"
 
 
+def _error_box(status: dict) -> str:
+    """The failed or interrupted run's error, above everything else."""
+    state = status.get("state")
+    if state not in ("failed", "interrupted"):
+        return ""
+    rows = ""
+    fault = status.get("fault") or {}
+    if fault:
+        where = f"epoch {fault.get('epoch')}, " + (
+            "validation " if fault.get("phase") == "validation" else "") + (
+            f"batch {fault.get('batch')}")
+        if fault.get("phase") == "training":
+            where += f" (training step {fault.get('step')})"
+        found = fault.get("found") or {}
+        items = [
+            ("where", where),
+            ("non-finite", ", ".join(f"{k} {v}" for k, v in
+                                     (fault.get("values") or {}).items())
+             or "a gradient"),
+            ("first layer (input to output)", fault.get("layer") or "not found"),
+            ("learning rate at that step", _fmt(fault.get("learning_rate"))),
+        ]
+        if found.get("input"):
+            items.append(("non-finite input entries", found["input"]))
+        if fault.get("gradient_watch"):
+            items.append(("first non-finite gradient", fault["gradient_watch"]))
+        rows = "<table class='kv'>" + "".join(
+            f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in items
+        ) + "</table>"
+        rows += ("<p>Only complete epochs before the fault are recorded; "
+                 "the figures below end there.</p>")
+    error = status.get("error") or state
+    return (f"<div class='err' id='run-error'><b>This run {_e(state)}.</b> "
+            f"{_e(error)}{rows}</div>")
+
+
 def build_html(run, figures: list[FigureResult], warnings: list[str],
                render_seconds: float) -> str:
     """The page: a summary, then one section per `SECTIONS` entry."""
@@ -99,6 +137,10 @@ def build_html(run, figures: list[FigureResult], warnings: list[str],
         f"images: {_fmt(last.get('accuracy'), True)} in training mode, "
         f"{_fmt(inference.get('accuracy'), True)} in inference mode</p>"
     )
+    error_html = _error_box(status)
+    if error_html and not t:
+        headline = ("<p><span class='big'>no test evaluation</span> "
+                    f"(the run {_e(status.get('state'))})</p>")
     # Diagnoses that found nothing wrong ("no sign of over-fitting") are
     # shown, but not as warnings.
     warn_html = "".join(
@@ -116,6 +158,7 @@ def build_html(run, figures: list[FigureResult], warnings: list[str],
         f"<p class='sub'>{_e(run.path.name)} · rendered in "
         f"{render_seconds:.1f} s</p>",
         "<div id='broken' class='warn'></div>",
+        error_html,
         headline,
         "<table class='kv'>",
         *(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in rows),

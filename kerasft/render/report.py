@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from kerasft.errors import RunDirError
 from kerasft.record.store import load_run
 from kerasft.rundir import clean_leftovers
@@ -51,6 +53,44 @@ class Report:
     figures: list[Path]
     warnings: list[str]
     seconds: float
+
+
+# The histogram kinds whose records count non-finite entries.
+_COUNTED = ("weights", "gradients", "activations", "probe_gradients")
+
+
+def nonfinite_notes(run) -> list[str]:
+    """One note per record kind whose histograms counted NaN/inf entries.
+
+    Histograms hold finite values only; the ``nonfinite`` count beside
+    them is the rest, so a figure never silently drops them.
+
+    Args:
+        run: a loaded run.
+
+    Returns:
+        Plain-text notes (empty when every recorded entry was finite).
+    """
+    notes = []
+    for kind in _COUNTED:
+        records = run.records.get(kind)
+        if records is None:
+            continue
+        for epoch in records.epochs:
+            rec = records[epoch]
+            counts = rec.get("nonfinite")
+            if counts is None or not np.any(counts):
+                continue
+            bad = np.flatnonzero(counts)
+            names = rec["names"]
+            notes.append(
+                f"{kind}: {len(bad)} tensor(s) hold non-finite (NaN/inf) "
+                f"entries from epoch {epoch} on (first: {names[bad[0]]}, "
+                f"{int(counts[bad[0]])} entries); the histograms show "
+                "the finite entries only."
+            )
+            break
+    return notes
 
 
 @plain_text()
@@ -91,6 +131,7 @@ def render_report(
     warnings = list((run.test or {}).get("warnings", []))
     if run.status.get("note"):  # a dead run that still said "running"
         warnings.insert(0, run.status["note"])
+    warnings += nonfinite_notes(run)
     try:
         for name in FIGURE_MODULES:
             try:

@@ -55,11 +55,9 @@ class MetricsLogger(keras.callbacks.Callback):
         self._train_end = time.perf_counter()
 
     def _learning_rate(self) -> float:
-        opt = self.model.optimizer
-        lr = opt.learning_rate
-        if callable(lr):
-            lr = lr(opt.iterations)
-        return float(np.asarray(keras.ops.convert_to_numpy(lr)))
+        from kerasft.record.scalar_recorder import learning_rate_of
+
+        return learning_rate_of(self.model.optimizer)
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}

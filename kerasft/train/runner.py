@@ -6,6 +6,8 @@ config or an offline download leaves no half-made run directory behind.
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 import platform
 import sys
@@ -20,6 +22,7 @@ import kerasft
 from kerasft import backend
 from kerasft.config import OptimizerConfig, RunConfig, save_config
 from kerasft.data import Batches, DataSplits, default_workers, load_splits
+from kerasft.errors import NonFiniteError
 from kerasft.model import apply_phase, build_model, make_phases
 from kerasft.rundir import (
     FORMAT_VERSION,
@@ -31,6 +34,7 @@ from kerasft.rundir import (
 from kerasft.train.epoch_checkpoint import EpochCheckpoint
 from kerasft.train.heartbeat import Heartbeat
 from kerasft.train.metrics_logger import MetricsLogger
+from kerasft.train.nonfinite_guard import NonFiniteGuard
 
 # Inference-mode accuracy on (at most) this many training images is measured
 # after training, next to the training-mode accuracy Keras reports.
@@ -271,6 +275,17 @@ def save_test_predictions(
 
 def _diagnose(history: dict, train_eval: dict, test: dict) -> list[str]:
     notes = []
+    bad = [f"{k} {v}" for k, v in {**test, **{
+        f"inference-mode training {k}": v for k, v in train_eval.items()
+    }}.items() if not math.isfinite(v)]
+    if bad:
+        # Training stayed finite (the guard would have stopped it) but the
+        # final model's outputs overflow: no other diagnosis holds.
+        return [
+            f"non-finite evaluation ({', '.join(bad)}): the trained model's "
+            "outputs overflow; lower optimizer.learning_rate or set "
+            "optimizer.clipnorm."
+        ]
     fit_acc = history.get("accuracy")
     eval_acc = train_eval.get("accuracy")
     if fit_acc is not None and eval_acc is not None and fit_acc - eval_acc > 0.15:
@@ -299,6 +314,46 @@ def _export_tensorboard(run_dir: Path) -> list[str]:
         return [f"no TensorBoard export: {e}"]
     print(f"kerasft: TensorBoard logs in {logdir} (tensorboard --logdir {run_dir.parent})")
     return []
+
+
+def _batch_fn(cfg: RunConfig, splits: DataSplits, steps, val_batches):
+    """The guard's ``(phase, epoch, index) -> (x, y)``: the very batch a
+    step saw (batch `index` of epoch `epoch` depends on the seed alone)."""
+
+    def batch(phase: str, epoch: int, index: int):
+        if phase == "validation":
+            return val_batches[index]
+        return _batches(cfg, splits.train, True, steps, epochs=1,
+                        start_epoch=epoch)[index]
+
+    return batch
+
+
+def _failed_nonfinite(e: NonFiniteError, cfg: RunConfig, run_dir: Path,
+                      status: dict, report: bool) -> NonFiniteError:
+    """Marks the run failed, renders its report, and returns the error the
+    user sees (one line: the fault, what the run directory keeps, the fix)."""
+    done = status["epochs_done"]
+    kept = (f"keeps the {done} complete epoch(s) before it" if done
+            else "holds no complete epoch")
+    message = (
+        f"training stopped: {e} The run directory {run_dir} {kept}. "
+        "Lower optimizer.learning_rate (now "
+        f"{cfg.optimizer.learning_rate:g}) or set optimizer.clipnorm; "
+        "if the input was non-finite, fix the data."
+    )
+    status.update(state="failed", error=message, fault=e.fault)
+    write_json(run_dir / "status.json", status)
+    if report:
+        from kerasft.render import render_report
+
+        try:
+            message += f" Report: {render_report(run_dir).index}"
+        except Exception as render_error:  # the fault must still be told
+            logging.getLogger(__name__).exception("report of a failed run")
+            message += (" The report could not be rendered: "
+                        f"{type(render_error).__name__}: {render_error}")
+    return NonFiniteError(message, e.fault)
 
 
 def train(
@@ -381,6 +436,10 @@ def train(
     phase_records = list(resuming.phase_records) if resuming else []
     history: dict = dict(resuming.history) if resuming else {}
     step = resuming.step if resuming else 0
+    # One guard for the whole run (its step count spans the phases).
+    guard = NonFiniteGuard(_batch_fn(cfg, splits, steps, val_batches),
+                           seed=cfg.seed, detach_at_end=False,
+                           start_step=step)
     if resuming:
         resume_module.restore_model(resuming, model, recorders)
     verbose = cfg.train.verbose
@@ -449,11 +508,12 @@ def train(
                 info={"phase": phase.name, "phase_index": phase_index},
             )
             callbacks = [
+                # First, so a faulty step or epoch reaches no other callback.
+                guard,
                 Heartbeat(run_dir / "status.json", status),
                 MetricsLogger(
                     run_dir / "metrics.csv", phase.name, cfg.data.batch_size
                 ),
-                keras.callbacks.TerminateOnNaN(),
                 *recorders,
                 # last: an epoch's checkpoint comes after all its records
                 checkpoint,
@@ -485,10 +545,6 @@ def train(
                 epoch += 1
                 status["epochs_done"] = epoch
                 write_json(run_dir / "status.json", status)
-                if model.stop_training or not np.isfinite(
-                    history.get("loss", 0)
-                ):
-                    raise FloatingPointError("loss became NaN/inf")
             step = checkpoint.step
 
         test = model.evaluate(
@@ -524,17 +580,8 @@ def train(
             tap.detach()  # keep the tap's variables out of model.keras
         with atomic_path(run_dir / "model.keras") as tmp:
             model.save(tmp)
-    except FloatingPointError as e:
-        status.update(state="failed", error=str(e))
-        write_json(run_dir / "status.json", status)
-        from kerasft.errors import KerasftError
-
-        raise KerasftError(
-            f"training diverged ({e}) in epoch {epoch + 1}; the run "
-            f"directory {run_dir} keeps the epochs before. Lower "
-            "optimizer.learning_rate (now "
-            f"{cfg.optimizer.learning_rate:g}) or set optimizer.clipnorm."
-        ) from None
+    except NonFiniteError as e:
+        raise _failed_nonfinite(e, cfg, run_dir, status, report) from None
     except KeyboardInterrupt:
         status.update(state="interrupted")
         write_json(run_dir / "status.json", status)

@@ -1,0 +1,112 @@
+"""What the non-finite guard costs per training step.
+
+In one process, on the active backend (KERAS_BACKEND), ResNet50 (random
+weights, all layers trained, Adam) on fixed random images, three settings
+timed in alternating rounds (--rounds), each a `fit` of --steps steps:
+
+- ``plain``: `model.fit` with no callback (Keras may then dispatch its
+  per-batch callback work asynchronously and never waits for the loss);
+- ``batch hook``: one callback with an empty `on_train_batch_end`: Keras
+  then converts the logs (the loss) to Python floats after every step, a
+  device sync. kerasft's runner always has such callbacks (its metrics
+  logger, the progress bar), so this is the guard's anchor;
+- ``guard``: `NonFiniteGuard` alone: the loss check on those floats, the
+  gradient tap's on-device non-finite watch inside the step, the skip of a
+  non-finite update (a host read inside the step on torch) and one int32
+  pair read per step.
+
+The guard runs on its own model (the tap changes the compiled step); both
+models are built from the same seed and warmed up first. Printed: the
+median ms per step of each setting and, per round, the ratios guard /
+batch hook and batch hook / plain, with their medians.
+
+    KERAS_BACKEND=torch python benchmarks/nonfinite_guard.py
+    KERAS_BACKEND=jax python benchmarks/nonfinite_guard.py --image-size 64 \\
+        --batch-size 64 --steps 50 --rounds 5      # on a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+
+    import keras
+
+    from kerasft import backend
+    from kerasft.train.nonfinite_guard import NonFiniteGuard
+
+    class BatchHook(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            pass
+
+    def build():
+        backend.seed_everything(0)
+        model = keras.applications.ResNet50(
+            weights=None, input_shape=(args.image_size,) * 2 + (3,),
+            classes=10, classifier_activation=None)
+        model.compile(optimizer=keras.optimizers.Adam(1e-4),
+                      loss=keras.losses.SparseCategoricalCrossentropy(
+                          from_logits=True))
+        return model
+
+    rng = np.random.default_rng(0)
+    n = args.steps * args.batch_size
+    x = rng.random((n, args.image_size, args.image_size, 3), "float32")
+    y = rng.integers(0, 10, n)
+    plain_model, guard_model = build(), build()
+    guard = NonFiniteGuard(detach_at_end=False)
+    settings = {
+        "plain": (plain_model, []),
+        "batch hook": (plain_model, [BatchHook()]),
+        "guard": (guard_model, [guard]),
+    }
+
+    def fit(name) -> float:
+        model, callbacks = settings[name]
+        t = time.perf_counter()
+        model.fit(x, y, batch_size=args.batch_size, epochs=1, verbose=0,
+                  shuffle=False, callbacks=callbacks)
+        return (time.perf_counter() - t) / args.steps
+
+    print(f"backend {backend.name()} on {backend.device()}; ResNet50 "
+          f"{args.image_size}px, batch {args.batch_size}, {args.steps} "
+          f"steps a fit, {args.rounds} rounds", flush=True)
+    for name in settings:  # warm-up: compile, allocate
+        fit(name)
+    times = {name: [] for name in settings}
+    for r in range(args.rounds):
+        order = list(settings)[r % 3:] + list(settings)[: r % 3]
+        for name in order:
+            times[name].append(fit(name))
+        print(f"round {r + 1}: " + ", ".join(
+            f"{k} {times[k][-1] * 1e3:.1f} ms" for k in settings), flush=True)
+    for name in settings:
+        print(f"{name:>11}: median {statistics.median(times[name]) * 1e3:.2f}"
+              " ms/step")
+    g = [a / b for a, b in zip(times["guard"], times["batch hook"])]
+    h = [a / b for a, b in zip(times["batch hook"], times["plain"])]
+    print("guard / batch hook per round: "
+          + " ".join(f"{v:.3f}" for v in g)
+          + f"; median {statistics.median(g):.3f}")
+    print("batch hook / plain per round: "
+          + " ".join(f"{v:.3f}" for v in h)
+          + f"; median {statistics.median(h):.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,214 @@
+"""The non-finite guard: a NaN/inf stops the run at its step, names the
+step, the layer and the learning rate; the run is `failed`, its report
+renders with the error, and every JSON file stays strict."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+
+from conftest import TINY, only_run_dir
+
+# The first layers of a keras.applications ResNet50, input to output.
+_STEM = ("conv1_pad", "conv1_conv")
+
+
+def _strict(text: str):
+    def refuse(word):
+        raise ValueError(f"non-strict JSON constant {word}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def _assert_failed_run(run, err: str, report: bool = True) -> dict:
+    """Checks what every non-finite failure must leave; returns the fault."""
+    for path in run.rglob("*.json"):
+        _strict(path.read_text())  # no NaN / Infinity anywhere
+    status = _strict((run / "status.json").read_text())
+    assert status["state"] == "failed"
+    fault = status["fault"]
+    assert status["error"].startswith("training stopped: ")
+    assert f"epoch {fault['epoch']}" in err and f"batch {fault['batch']}" in err
+    assert fault["layer"] and fault["layer"] in err
+    assert "learning rate" in err
+    # only complete, finite epochs were written
+    rows = []
+    if (run / "metrics.csv").exists():
+        rows = list(csv.DictReader(open(run / "metrics.csv")))
+    assert len(rows) == status["epochs_done"] == fault["epoch"] - 1
+    for row in rows:
+        assert all(math.isfinite(float(row[k]))
+                   for k in ("loss", "val_loss"))
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1
+    if report:
+        assert "Report: " in errors[0]
+        page = (run / "report" / "index.html").read_text()
+        assert "This run failed" in page and fault["layer"] in page
+        assert "under-fitting" not in page
+        assert "raise the learning rate" not in page
+    return fault
+
+
+def test_absurd_learning_rate_stops_at_its_step(cli, tmp_path):
+    r = cli(["train", "-c", "quickstart", "--epochs", "1", *TINY,
+             "--lr", "1e12", "--set", "optimizer.schedule=constant",
+             "--set", "record.enabled=false", "--out", tmp_path])
+    assert r.code == 1, r
+    run = only_run_dir(tmp_path)
+    fault = _assert_failed_run(run, r.err)
+    # Adam's first step moves every weight by ~lr: the second step's
+    # forward overflows, at the latest.
+    assert fault["phase"] == "training" and fault["step"] <= 2
+    assert fault["learning_rate"] == pytest.approx(1e12)
+    found = fault["found"]
+    assert found["training"] and not found["input"]
+    assert found["weights"] is None  # the faulty update was not applied
+    assert found["layer"] == fault["layer"]
+
+
+def test_poisoned_training_batch_names_step_and_input(cli, tmp_path,
+                                                      monkeypatch):
+    """One NaN pixel in one batch, as a broken decoder would deliver it
+    (input validation, which refuses NaN files, never sees it)."""
+    from kerasft.data.batches import Batches
+
+    real = Batches.__getitem__
+
+    def getitem(self, i):
+        x, y = real(self, i)
+        if self.shuffle and self._locate(i) == (1, 1):  # epoch 2, batch 2
+            x = x.copy()
+            x[0, 5, 7, 1] = np.nan
+        return x, y
+
+    monkeypatch.setattr(Batches, "__getitem__", getitem)
+    r = cli(["train", "-c", "quickstart", "--epochs", "2", *TINY,
+             "--set", "record.enabled=false", "--out", tmp_path])
+    assert r.code == 1, r
+    run = only_run_dir(tmp_path)
+    fault = _assert_failed_run(run, r.err)
+    assert (fault["phase"], fault["epoch"], fault["batch"], fault["step"]) == (
+        "training", 2, 2, 4)
+    assert fault["found"]["input"] == 1 and fault["layer"] in _STEM
+    assert fault["update_skipped"]
+    # epoch 1 is complete and finite, and kept
+    assert [p.name for p in (run / "checkpoints").iterdir()] == [
+        "epoch-001.weights.h5"]
+    assert "non-finite entries" in r.err
+
+
+def _tiny_model(keras, seed_everything):
+    seed_everything(3)
+    inputs = keras.Input((4,))
+    h = keras.layers.Dense(3, name="dense_a")(inputs)
+    h = keras.layers.Lambda(lambda t: keras.ops.sqrt(keras.ops.abs(t)),
+                            name="sqrt_abs")(h)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(h))
+    # dense_a's bias starts at 0 and would move at step 1: pin it
+    model.get_layer("dense_a").bias.trainable = False
+    model.compile(optimizer=keras.optimizers.SGD(0.1),
+                  loss=keras.losses.SparseCategoricalCrossentropy(
+                      from_logits=True))
+    return model
+
+
+def test_poisoned_validation_batch_stops_in_validation():
+    """A NaN in the second validation batch: the run stops in validation,
+    at that batch, and the layer search runs in inference mode."""
+    import keras
+
+    from kerasft.backend import seed_everything
+    from kerasft.errors import NonFiniteError
+    from kerasft.train.nonfinite_guard import NonFiniteGuard
+
+    model = _tiny_model(keras, seed_everything)
+    x = np.ones((8, 4), "float32")
+    y = np.array([0, 1] * 4)
+    xv = x.copy()
+    xv[5, 2] = np.inf
+
+    def batch(phase, epoch, i):
+        a = xv if phase == "validation" else x
+        return a[4 * i:4 * i + 4], y[4 * i:4 * i + 4]
+
+    with pytest.raises(NonFiniteError) as info:
+        model.fit(x, y, batch_size=4, epochs=2, shuffle=False, verbose=0,
+                  validation_data=(xv, y),
+                  callbacks=[NonFiniteGuard(batch)])
+    fault = info.value.fault
+    assert (fault["phase"], fault["epoch"], fault["batch"]) == (
+        "validation", 1, 2)
+    assert "val_loss" in fault["values"]
+    found = fault["found"]
+    assert not found["training"] and found["input"] == 1
+    assert fault["layer"] == "dense_a"
+    assert "epoch 1, validation batch 2" in str(info.value)
+
+
+def test_nonfinite_gradient_with_finite_loss_is_not_applied():
+    """sqrt at 0: a finite forward and loss, a NaN gradient. The guard
+    stops at that step, names the variable, and the update never lands."""
+    import keras
+
+    from kerasft.backend import seed_everything
+    from kerasft.errors import NonFiniteError
+    from kerasft.train.nonfinite_guard import NonFiniteGuard
+
+    def build():
+        return _tiny_model(keras, seed_everything)
+
+    x = np.ones((8, 4), "float32")
+    x[4:] = 0.0  # batch 2: dense_a's output is its bias, 0
+    y = np.array([0, 1] * 4)
+    # the weights after step 1 alone, from the same start
+    reference = build()
+    reference.fit(x[:4], y[:4], batch_size=4, epochs=1, shuffle=False,
+                  verbose=0)
+    model = build()
+
+    def batch(phase, epoch, i):
+        return x[4 * i:4 * i + 4], y[4 * i:4 * i + 4]
+
+    with pytest.raises(NonFiniteError) as info:
+        model.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0,
+                  callbacks=[NonFiniteGuard(batch)])
+    fault = info.value.fault
+    assert (fault["epoch"], fault["batch"], fault["step"]) == (1, 2, 2)
+    assert fault["values"] == {}  # the loss stayed finite
+    assert fault["gradient_watch"] == "dense_a/kernel"
+    assert fault["found"]["layer"] is None and fault["layer"] == (
+        "dense_a/kernel")
+    assert "dense_a/kernel" in str(info.value)
+    # step 1 was applied, step 2 (NaN gradient) was not
+    for got, want in zip(model.get_weights(), reference.get_weights()):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+    assert not hasattr(model.optimizer, "_kerasft_gradient_tap")
+
+
+def test_json_files_are_strict(tmp_path):
+    from kerasft.rundir import read_json, write_json
+
+    write_json(tmp_path / "m.json",
+               {"loss": float("inf"), "acc": np.float32(0.5),
+                "v": [np.nan, -np.inf, 1], "n": np.int64(3)})
+    data = _strict((tmp_path / "m.json").read_text())
+    assert data == {"loss": "inf", "acc": 0.5, "v": ["nan", "-inf", 1],
+                    "n": 3}
+    assert math.isinf(float(read_json(tmp_path / "m.json")["loss"]))
+
+
+def test_exploded_loss_gets_no_fitting_advice():
+    from kerasft.render.curves import diagnose_curves
+
+    notes = diagnose_curves({
+        "epoch": np.array([1.0, 2.0]), "loss": np.array([2.3, 7.7e31]),
+        "accuracy": np.array([0.1, 0.1]), "val_loss": np.array([3.0, 1e30]),
+    })
+    assert notes and notes[0].startswith("diverged: training loss grew")
+    assert not any("raise the learning rate" in n for n in notes)
