@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU benchmarks in one time-boxed run: training throughput (kerasft's
-# loop vs plain model.fit) and recording cost, ResNet50 at 224 px in mixed
+# loop vs plain model.fit), recording cost and the non-finite guard's cost
+# per step, ResNet50 at 224 px in mixed
 # precision, on each backend given, then the input pipeline on this
 # machine's cores. Each part runs in its own process under its own time
 # limit, so one failing or slow part does not lose the others; each part's
@@ -27,7 +28,7 @@ if [ "${SMALL:-0}" = 1 ]; then
     SIZE=32; T_ARGS="--steps 4 --repeats 2"; T_LIMIT=240
     R_ARGS="--max-train-images 128 --repeats 1 --trials 3 --trial-steps 2 --record-repeats 1"
     R_LIMIT=300; I_ARGS="--jpegs 16 --cifar-throughput-images 64 --rounds 1"
-    I_WORKERS=1,2; I_LIMIT=120
+    I_WORKERS=1,2; I_LIMIT=120; G_ARGS="--steps 3 --rounds 1"; G_LIMIT=240
 else
     # Sized from the first H200 run (README, "Measured on a GPU"): a Keras
     # torch step there takes ~150 ms (eager), a jax step ~15 ms, and jax
@@ -36,6 +37,7 @@ else
     R_ARGS="--max-train-images 320 --repeats 2 --trials 10 --trial-steps 5 --record-repeats 3"
     R_LIMIT=${R_LIMIT:-240}; I_ARGS="--jpegs 200 --cifar-throughput-images 1024 --rounds 2"
     I_WORKERS=${I_WORKERS:-1,2,4,8,16}; I_LIMIT=${I_LIMIT:-75}
+    G_ARGS="--batch-size 32 --steps 30 --rounds 3"; G_LIMIT=${G_LIMIT:-120}
 fi
 
 part() {  # part NAME LIMIT_SECONDS BACKEND COMMAND...
@@ -72,6 +74,8 @@ for be in "${BES[@]}"; do
         --image-size "$SIZE" --precision "$PRECISION" $T_ARGS
     part "record-$be" "$R_LIMIT" "$be" "$PY" benchmarks/record_overhead.py \
         --image-size "$SIZE" --precision "$PRECISION" $R_ARGS
+    part "nonfinite-$be" "$G_LIMIT" "$be" "$PY" benchmarks/nonfinite_guard.py \
+        --image-size "$SIZE" $G_ARGS
 done
 loaders=keras
 "$PY" -c "import grain" 2>/dev/null && loaders=keras,grain
