@@ -97,9 +97,11 @@ def test_poisoned_training_batch_names_step_and_input(cli, tmp_path,
         "training", 2, 2, 4)
     assert fault["found"]["input"] == 1 and fault["layer"] in _STEM
     assert fault["update_skipped"]
-    # epoch 1 is complete and finite, and kept
-    assert [p.name for p in (run / "checkpoints").iterdir()] == [
-        "epoch-001.weights.h5"]
+    # epoch 1 is complete and finite, and kept (a complete, resumable
+    # checkpoint: weights, optimizer state, and its .json written last);
+    # the faulty epoch 2 leaves none
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        "epoch-001.json", "epoch-001.optimizer.npz", "epoch-001.weights.h5"]
     assert "non-finite entries" in r.err
 
 
