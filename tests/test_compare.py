@@ -4,7 +4,6 @@ session's recorded run)."""
 
 from __future__ import annotations
 
-import io
 import shutil
 
 import numpy as np
@@ -144,9 +143,11 @@ def test_compare_figures_keep_titles_whole_and_epochs_integer():
         "Relative difference of the weights, ||W_ref - W|| / ||W_ref||, "
         "per kernel and checkpoint, a title long enough to be cut off",
         "relative difference")
-    fig.savefig(io.BytesIO(), format="png")
-    renderer = fig.canvas.get_renderer()
-    box = fig._suptitle.get_window_extent(renderer)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    box = fig._suptitle.get_window_extent(canvas.get_renderer())
     assert box.x0 >= 0 and box.x1 <= fig.bbox.width
 
     fig = report.new_figure(4, 3)

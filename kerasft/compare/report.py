@@ -226,6 +226,8 @@ def _rel_stat(name):
 def _checkpoint_diffs(runs):
     """Relative difference of every kernel per checkpointed epoch."""
     ref = runs[0]
+    if not any((ref.path / "checkpoints").glob("epoch-*.weights.h5")):
+        return {}
     layers = json.loads((ref.path / "layers.json").read_text())
     mapping = checkpoint_variables(ref.path, layers)
     mapping = {k: v for k, v in mapping.items() if k.endswith("/kernel")}
