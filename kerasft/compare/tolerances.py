@@ -80,7 +80,14 @@ small g is: an entry whose gradient is near 0 and whose sign round-off
 flips moves a whole learning rate the other way, so weights (and the
 losses after them) differ by far more than round-off even where SGD's
 would not. The epoch-0 checks keep the float32 bounds (nothing has
-trained yet); after the epoch, @ADAM_MEASURED@
+trained yet); after the epoch, losses within `ADAM_LOSS_AFTER_EPOCH_REL`
+= 1e-3 relative and weight histograms within `ADAM_HIST_AFTER_EPOCH_BINS`
+= 1 bin. These two are NOT measured yet (issue 9: the shared CPU machine
+was too loaded to train the Adam pair); they rest on the argument above:
+a flipped entry moves 2 lr, for the parity config (lr 1e-3, 4 steps,
+kernel bins a few 1e-3 wide) about one bin, and only entries with
+near-zero gradients flip. Measure them (parity config with
+`--optimizer adam`, torch vs tensorflow vs jax) before relying on them.
 
 **BatchNorm training** (`plan.batchnorm: train` with BatchNorm layers
 training in epoch 1: a `full` plan, or `phased` without a head-only epoch)
@@ -88,7 +95,12 @@ uses the tier `SAME_SHAPE`: normalising by batch statistics amplifies
 float32 round-off (see above: 5% loss differences after 4 steps from
 random init), so such runs agree in shape, not number for number. The
 epoch-0 checks keep the float32 bounds (the probes run in inference mode
-from the same weights); after the epoch, @SHAPE_MEASURED@
+from the same weights); after the epoch, losses within
+`SHAPE_LOSS_AFTER_EPOCH_REL` = 0.25 relative (5x the 5% measured after 4
+steps above; the quickstart pair of issue 9, torch vs tensorflow from one
+`--init-from`, was 5.3e-3 apart after epoch 1) and weight histograms within
+`SHAPE_HIST_AFTER_EPOCH_BINS` = 2 bins of their common grid (the same
+shape; a bin is 1/32 to 1/64 of a tensor's range).
 
 `tier_for` picks the tier from the two runs' configs alone and states why;
 when several apply (e.g. BatchNorm training under mixed precision), each
@@ -112,10 +124,11 @@ MIXED_ACTIVATION_EPOCH0_REL = 5e-4
 MIXED_PROBE_GRADIENT_EPOCH0_REL = 0.1
 MIXED_LOSS_AFTER_EPOCH_REL = 0.2
 MIXED_HIST_AFTER_EPOCH_BINS = 10.0
-# The Adam tier (see the docstring): ~5x the worst measured.
+# The Adam tier (see the docstring): argued, not yet measured.
 ADAM_LOSS_AFTER_EPOCH_REL = 1e-3
 ADAM_HIST_AFTER_EPOCH_BINS = 1.0
-# The "same shape" tier, BatchNorm training (see the docstring).
+# The "same shape" tier, BatchNorm training (see the docstring): the loss
+# bound is 5x the measured 5%; the histogram bound is argued.
 SHAPE_LOSS_AFTER_EPOCH_REL = 0.25
 SHAPE_HIST_AFTER_EPOCH_BINS = 2.0
 
