@@ -215,9 +215,13 @@ def _build_parser() -> argparse.ArgumentParser:
         ),
     )
     c.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
-    c.add_argument("--out", help="output folder (default: runs/compare-<date-time>)")
+    c.add_argument("--out", help="output folder (default: a new "
+                   "compare-<date-time>[-N] folder beside the first run)")
     c.add_argument("--open", action="store_true",
                    help="open index.html in the default web browser")
+    c.add_argument("--check", action="store_true",
+                   help="exit with status 1 if a tolerance check fails "
+                   "(default: report it and exit 0)")
     return parser
 
 
@@ -229,18 +233,26 @@ def _compare(args: argparse.Namespace) -> int:
         print(f"kerasft: warning: {w}")
     for pair, checks in result.checks.items():
         bad = [c for c in checks if not c["ok"]]
-        tier = checks[0]["tier"] if checks else "-"
+        if not checks:
+            print(f"kerasft: {pair}: no tolerance checks (nothing recorded "
+                  "to compare)")
+            continue
         print(f"kerasft: {pair}: {len(checks) - len(bad)}/{len(checks)} "
-              f"tolerance checks pass ({tier} tier)")
+              f"tolerance checks pass ({checks[0]['tier']} tier: "
+              f"{checks[0]['reason']})")
         for c in bad:
             print(f"kerasft:   FAILS {c['name']}: {c['value']:.3g} > "
                   f"{c['tolerance']:g} at {c['where']}")
+    if result.failed:
+        print(f"kerasft: FAILED: {len(result.failed)} tolerance check(s) "
+              "failed" + ("" if args.check else
+                          " (exit status 0; use --check to exit 1)"))
     print(f"kerasft: comparison: {result.index}")
     if args.open:
         import webbrowser
 
         webbrowser.open(result.index.resolve().as_uri())
-    return 0
+    return 1 if args.check and result.failed else 0
 
 
 def _init_weights(value: str) -> str:

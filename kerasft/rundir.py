@@ -439,9 +439,18 @@ def create_run_dir(parent: str | os.PathLike, name: str, backend: str) -> Path:
     ``-3`` ... is appended. An existing directory is never reused.
     """
     parent = check_parent(parent, "out")
-    parent.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = f"{stamp}-{_slug(name)}-{backend}"
+    return unique_dir(parent, f"{stamp}-{_slug(name)}-{backend}")
+
+
+def unique_dir(parent: str | os.PathLike, base: str) -> Path:
+    """Creates ``parent/base``, or ``base-2``, ``base-3`` ... if it exists.
+
+    `mkdir` either creates the directory or fails, so two processes started
+    in the same second never get the same one.
+    """
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
     for i in range(1, 1000):
         path = parent / (base if i == 1 else f"{base}-{i}")
         try:
@@ -449,4 +458,4 @@ def create_run_dir(parent: str | os.PathLike, name: str, backend: str) -> Path:
             return path
         except FileExistsError:
             continue
-    raise RuntimeError(f"could not create a new run directory in {parent}")
+    raise RuntimeError(f"could not create a new directory {base} in {parent}")

@@ -35,10 +35,11 @@ def test_store_holds_all_eight_kinds_shaped_and_finite(recorded_run):
             r = rec[e]
             v = len(r["names"])
             assert r["counts"].shape == (v, NUM_BINS + 2), kind
+            assert r["edges"].shape == (v, NUM_BINS + 1), kind
             assert r["stats"].shape == (v, len(STAT_NAMES)), kind
             assert np.isfinite(r["stats"]).all(), kind
             assert (r["counts"].sum(axis=1) > 0).all(), kind
-        assert rec.bins["edges"].shape[1] == NUM_BINS + 1
+        assert not (rec.directory / "bins.npz").exists()  # format 2
     assert run.records["gradients"].epochs == [1, 2]
     kernels = np.array([str(n).endswith("/kernel") for n in w[0]["names"]])
     assert np.isfinite(w[2]["rel_change"][kernels]).all()
@@ -107,13 +108,11 @@ def test_epoch0_weight_histogram_matches_the_saved_initial_weights(
     model.load_weights(recorded_run / "initial.weights.h5")
     by_path = {v.path: np.asarray(keras.ops.convert_to_numpy(v))
                for v in model.weights}
-    rec, bins = run.records["weights"][0], run.records["weights"].bins
-    edges = dict(zip(bins["names"], bins["edges"]))
+    rec = run.records["weights"][0]
     checked = 0
-    for name, counts in zip(rec["names"], rec["counts"]):
+    for name, counts, e in zip(rec["names"], rec["counts"], rec["edges"]):
         values = by_path[str(name)].ravel()
-        e = edges[str(name)]
-        # bins are fixed from the initial values: nothing falls outside
+        # the bin rule holds every value: nothing falls outside
         expected = np.histogram(values, bins=e)[0]
         np.testing.assert_array_equal(counts[1:-1], expected)
         assert counts[0] == counts[-1] == 0
@@ -300,14 +299,18 @@ def test_device_histograms_equal_numpy_and_count_nonfinite():
     later[0].flat[:65] = edges[0].astype("float32")  # on (rounded) edges
     later[0].flat[65:68] = [np.nan, np.inf, -np.inf]
     later[2][:] = np.nan
-    stats = TensorStats([a.shape for a in first], edges)
-    for arrays in (first, later):
+    stats = TensorStats([a.shape for a in first])
+    for arrays, given in ((first, edges), (later, edges), (later, None)):
+        # given edges (values outside them too), and the bin rule's own
         out = stats([keras.ops.convert_to_tensor(a) for a in arrays],
-                    initial=[keras.ops.convert_to_tensor(a) for a in first])
+                    initial=[keras.ops.convert_to_tensor(a) for a in first],
+                    edges=given)
         for i, a in enumerate(arrays):
             finite = a.ravel()[np.isfinite(a.ravel())]
+            want = edges[i] if given is not None else store.dyadic_edges(a)
+            np.testing.assert_array_equal(out["edges"][i], want)
             np.testing.assert_array_equal(out["counts"][i],
-                                          store.histogram(finite, edges[i]))
+                                          store.histogram(finite, want))
             assert out["nonfinite"][i] == a.size - finite.size
             expected = (store.summary_stats(finite) if finite.size
                         else np.full(len(store.STAT_NAMES), np.nan))
@@ -344,6 +347,7 @@ def test_weight_recorder_on_device_writes_what_the_numpy_path_writes(
         records[on_device] = load_run(d).records["weights"]
     for e in (0, 1, 2):
         a, b = records[False][e], records[True][e]
+        np.testing.assert_array_equal(a["edges"], b["edges"])
         np.testing.assert_array_equal(a["counts"], b["counts"])
         np.testing.assert_array_equal(a["nonfinite"], b["nonfinite"])
         np.testing.assert_allclose(a["stats"], b["stats"], rtol=1e-5,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kerasft.record.store import STAT_NAMES
+from kerasft.record.store import STAT_NAMES, common_histograms
 
 _KERAS_VARS = {
     "Conv2D": ("kernel", "bias"),
@@ -38,6 +38,37 @@ def wasserstein_fixed_bins(counts_a, counts_b, edges) -> float:
     # distances between consecutive positions: under-flow -> first bin
     # centre is one width, bin to bin one width, last bin -> over-flow one
     return float(np.sum(cdf_gap) * width)
+
+
+def histogram_distances(rec_a: dict, rec_b: dict, kind_a, kind_b,
+                        measure: str = "wasserstein") -> np.ndarray:
+    """Per name of `rec_a`, a distance to `rec_b`'s histogram of the same
+    name on their common bins (`store.common_histograms`); NaN where
+    `rec_b` lacks the name.
+
+    Args:
+        rec_a, rec_b: two histogram records (one epoch of a kind each).
+        kind_a, kind_b: their `store.Kind`s (for format-1 edges).
+        measure: ``wasserstein`` (1-D Wasserstein distance in widths of the
+            common bins) or ``counts`` (sum of absolute count differences;
+            0 only for identical histograms). Defaults to `"wasserstein"`.
+    """
+    edges_a, edges_b = kind_a.edges_of(rec_a), kind_b.edges_of(rec_b)
+    row_b = {str(n): i for i, n in enumerate(rec_b["names"])}
+    out = np.full(len(rec_a["names"]), np.nan)
+    for i, name in enumerate(rec_a["names"]):
+        j = row_b.get(str(name))
+        if j is None:
+            continue
+        edges, (ca, cb) = common_histograms(
+            [edges_a[i], edges_b[j]], [rec_a["counts"][i], rec_b["counts"][j]],
+            f"histograms of {name}")
+        if measure == "counts":
+            out[i] = np.abs(ca - cb).sum()
+        else:
+            out[i] = (wasserstein_fixed_bins(ca, cb, edges)
+                      / (edges[1] - edges[0]))
+    return out
 
 
 def relative_difference(a, b) -> float:

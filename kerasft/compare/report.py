@@ -1,10 +1,13 @@
 """`kerasft compare`: two or more runs -> side-by-side figures + one page.
 
 The first run is the reference; every other run is measured against it.
-Runs of different models are refused; runs whose weight histograms were
-binned differently (they started from different weights) are refused too,
-since their histograms cannot be compared bin by bin; runs with different
-initial-weight fingerprints but shared bins get a warning.
+Runs of different models are refused, and so are runs whose stores put
+histograms on bins that cannot be reconciled (a format-1 store, bins fixed
+from the initial values, against a format-2 one; or two format-1 stores
+with different bins). Histograms of format-2 stores are compared on their
+common dyadic grid (`kerasft.record.store.common_histograms`). Runs with
+different initial-weight fingerprints or seeds get a warning; a run
+compared with itself gets a note.
 """
 
 from __future__ import annotations
@@ -21,16 +24,16 @@ import numpy as np
 from kerasft.compare.metrics import (
     checkpoint_variables,
     first_divergence,
+    histogram_distances,
     read_checkpoint,
     relative_difference,
     stat,
-    wasserstein_fixed_bins,
 )
-from kerasft.compare.tolerances import parity_checks
+from kerasft.compare.tolerances import parity_checks, tier_for
 from kerasft.errors import RunDirError
 from kerasft.record.store import load_run
 from kerasft.render.base import DPI, new_figure, plain_text
-from kerasft.rundir import atomic_write, write_json
+from kerasft.rundir import atomic_write, unique_dir, write_json
 
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
 # A per-layer relative difference above this counts as "diverged" when the
@@ -47,6 +50,12 @@ class Comparison:
     warnings: list[str]
     divergences: list[dict]
     checks: dict
+
+    @property
+    def failed(self) -> list[str]:
+        """``"pair: check"`` for every tolerance check that failed."""
+        return [f"{pair}: {c['name']}" for pair, rows in self.checks.items()
+                for c in rows if not c["ok"]]
 
 
 def _label(run) -> str:
@@ -74,9 +83,19 @@ def _check_comparable(runs) -> list[str]:
         wa, wb = ref.records.get("weights"), r.records.get("weights")
         if wa is not None and wb is not None:
             ea, eb = wa.bins, wb.bins
-            if not np.array_equal(ea.get("names"), eb.get("names")) or not (
-                np.allclose(ea["edges"], eb["edges"], rtol=0, atol=0)
-            ):
+            if bool(ea) != bool(eb):
+                old, new = (ref, r) if ea else (r, ref)
+                raise RunDirError(
+                    f"cannot compare {r.path.name} with {ref.path.name}: "
+                    f"{old.path.name} was recorded by an older kerasft (store "
+                    "format 1: histogram bins fixed from the initial values, "
+                    f"in bins.npz) and {new.path.name} with format 2 (bins "
+                    "per record); their histograms cannot be put on common "
+                    f"bins. Train {old.path.name}'s config again with this "
+                    "kerasft (--init-from it to keep its start)."
+                )
+            if ea and (not np.array_equal(ea.get("names"), eb.get("names"))
+                       or not np.array_equal(ea["edges"], eb["edges"])):
                 raise RunDirError(
                     f"cannot compare {r.path.name} with {ref.path.name}: "
                     "their weight histograms use different bins (they "
@@ -84,6 +103,13 @@ def _check_comparable(runs) -> list[str]:
                     "same weights: kerasft train --init-from "
                     f"{ref.path}"
                 )
+        same = _same_run(ref, r)
+        if same:
+            warnings.append(
+                f"{r.path.name} is the same run as {ref.path.name} ({same}): "
+                "every difference is 0 by construction and the checks say "
+                "nothing about backends"
+            )
         fa = ref.env.get("initial_weights_sha256")
         fb = r.env.get("initial_weights_sha256")
         if fa and fb and fa != fb:
@@ -100,9 +126,42 @@ def _check_comparable(runs) -> list[str]:
     return warnings
 
 
-def _curves(runs):
+def _same_run(a, b) -> str | None:
+    """How runs `a` and `b` are one run (same directory, or a copy with the
+    same run id, the directory name), or None."""
+    if a.path.resolve() == b.path.resolve():
+        return "the same directory"
+    if a.path.name == b.path.name:
+        return f"the same run id {a.path.name}, in two places"
+    return None
+
+
+def _integer_epochs(ax, epochs) -> None:
+    """Integer epoch ticks; one or two epochs get half an epoch of margin
+    (matplotlib's default margin around one point is 0.95 to 1.05)."""
     from matplotlib.ticker import MaxNLocator
 
+    epochs = [int(e) for e in epochs if np.isfinite(e)]
+    if not epochs:
+        return
+    lo, hi = min(epochs), max(epochs)
+    if hi - lo < 4:
+        ax.set_xlim(lo - 0.5, hi + 0.5)
+        ax.set_xticks(range(lo, hi + 1))
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _title(fig, text: str, width_in: float, size: float = 12) -> None:
+    """A figure title wrapped to the figure's width, so no end is cut off
+    (about 0.55 em per character)."""
+    import textwrap
+
+    chars = max(20, int(width_in * 72 / (0.55 * size)))
+    fig.suptitle(textwrap.fill(text, chars), fontsize=size)
+
+
+def _curves(runs):
     fig = new_figure(15, 4.2)
     axes = fig.subplots(1, 3)
     for i, r in enumerate(runs):
@@ -124,17 +183,18 @@ def _curves(runs):
     axes[0].set_xlabel("training step")
     axes[0].set_ylabel("loss (running mean within the epoch)")
     axes[0].set_title("training loss per step")
+    all_epochs = [e for r in runs for e in r.metrics.get("epoch", [])]
     for ax, key in zip(axes[1:], ("loss", "accuracy")):
         ax.set_xlabel("epoch")
         ax.set_ylabel(key)
         ax.set_title(f"{key} per epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        _integer_epochs(ax, all_epochs)
     for ax in axes:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     axes[2].legend(fontsize=7)
-    fig.suptitle("Runs overlaid (the reference drawn widest): curves on top "
-                 "of each other mean the backends agree")
+    _title(fig, "Runs overlaid (the reference drawn widest): curves on top "
+           "of each other mean the backends agree", 15)
     return fig
 
 
@@ -151,21 +211,13 @@ def _per_layer(runs, kind, fn, names_key="names"):
         if not epochs:
             continue
         names = list(ka[epochs[0]][names_key])
-        mat = np.stack([fn(ka[e], kb[e], ka) for e in epochs], axis=1)
+        mat = np.stack([fn(ka[e], kb[e], ka, kb) for e in epochs], axis=1)
         out[_label(r)] = (names, epochs, mat)
     return out
 
 
-def _hist_distance(a, b, kind):
-    edges = kind.bins["edges"]
-    return np.array([
-        wasserstein_fixed_bins(x, y, e) / (e[1] - e[0])
-        for x, y, e in zip(a["counts"], b["counts"], edges)
-    ])
-
-
 def _rel_stat(name):
-    def fn(a, b, kind):
+    def fn(a, b, kind_a, kind_b):
         x, y = stat(a, name), stat(b, name)
         return np.abs(x - y) / np.maximum(np.abs(x), 1e-12)
     return fn
@@ -174,6 +226,8 @@ def _rel_stat(name):
 def _checkpoint_diffs(runs):
     """Relative difference of every kernel per checkpointed epoch."""
     ref = runs[0]
+    if not any((ref.path / "checkpoints").glob("epoch-*.weights.h5")):
+        return {}
     layers = json.loads((ref.path / "layers.json").read_text())
     mapping = checkpoint_variables(ref.path, layers)
     mapping = {k: v for k, v in mapping.items() if k.endswith("/kernel")}
@@ -229,11 +283,11 @@ def _heatmaps(data, title, cbar, log=True):
         ax.set_xlabel("epoch")
         ax.set_title(f"reference vs {label}", fontsize=9)
         fig.colorbar(im, ax=ax, label=cbar)
-    fig.suptitle(title)
+    _title(fig, title, 5.5 * n + 1)
     return fig
 
 
-def _probe_lines(runs):
+def _probe_lines(runs, tier):
     fig = new_figure(12, 4.5)
     axes = fig.subplots(1, 2)
     ref = runs[0]
@@ -255,15 +309,17 @@ def _probe_lines(runs):
                 drew = True
     axes[0].set_title("probe activations: rel. diff of each block's L2 norm")
     axes[1].set_title("probe gradients: rel. diff of each layer's gradient norm")
-    for ax, tol in zip(axes, (1e-4, 1e-3)):
+    for ax, tol in zip(axes, (tier.activation_epoch0_rel,
+                              tier.probe_gradient_epoch0_rel)):
         ax.axhline(tol, color="k", lw=0.8, ls="--")
-        ax.text(0, tol * 1.3, f"epoch-0 tolerance {tol:g}", fontsize=8)
+        ax.text(0, tol * 1.3, f"epoch-0 tolerance {tol:g} ({tier.name} tier)",
+                fontsize=8)
         ax.set_xlabel("layer depth (input -> output)")
         ax.set_ylabel("relative difference vs reference (log)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle("Same probe batch through each run: differences per layer "
-                 "(exact agreement drawn at 1e-12)")
+    _title(fig, "Same probe batch through each run: differences per layer "
+           "(exact agreement drawn at 1e-12)", 12)
     return fig if drew else None
 
 
@@ -284,8 +340,8 @@ def _embeddings(runs):
         ax.set_title(f"{_label(r)}\nepoch {k.epochs[-1]}", fontsize=8)
         ax.set_xlabel("PC1 (reference basis)")
     axes[0].set_ylabel("PC2 (reference basis)")
-    fig.suptitle("Probe-set embeddings in one basis (the reference's last "
-                 "epoch): the same picture means the same features")
+    _title(fig, "Probe-set embeddings in one basis (the reference's last "
+           "epoch): the same picture means the same features", 4.2 * len(runs))
     return fig
 
 
@@ -339,27 +395,32 @@ def compare_runs(
         runs.append(load_run(d))
     warnings = _check_comparable(runs)
     t0 = time.perf_counter()
-    out = Path(out) if out else Path(run_dirs[0]).parent / (
-        "compare-" + time.strftime("%Y%m%d-%H%M%S"))
-    out.mkdir(parents=True, exist_ok=True)
+    if out:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+    else:
+        # a folder of its own per invocation, even within one second
+        out = unique_dir(Path(run_dirs[0]).parent,
+                         "compare-" + time.strftime("%Y%m%d-%H%M%S"))
 
-    hist = _per_layer(runs, "weights", _hist_distance)
+    hist = _per_layer(runs, "weights",
+                      lambda a, b, ka, kb: histogram_distances(a, b, ka, kb))
     ckpt = _checkpoint_diffs(runs)
     acts = _per_layer(runs, "activations", _rel_stat("l2"))
     grads = _per_layer(runs, "probe_gradients",
-                       lambda a, b, k: np.abs(a["norms"] - b["norms"])
+                       lambda a, b, ka, kb: np.abs(a["norms"] - b["norms"])
                        / np.maximum(a["norms"], 1e-12))
     figures = {
         "compare_curves": (_curves(runs), "Loss and accuracy overlaid"),
         "compare_hist_distance": (_heatmaps(
             hist, "Weight-histogram distance per layer (1-D Wasserstein on the "
-            "shared fixed bins, in bin widths; 0 = identical)",
+            "two runs' common bins, in bin widths; 0 = identical)",
             "distance (bins)"), "Weight-histogram distance"),
         "compare_weight_diff": (_heatmaps(
             ckpt, "Relative difference of the weights, ||W_ref - W|| / "
             "||W_ref||, per kernel and checkpoint", "relative difference"),
             "Weight difference per layer"),
-        "compare_probe": (_probe_lines(runs),
+        "compare_probe": (_probe_lines(runs, tier_for(runs[0], runs[1])),
                           "Probe activations and probe gradients"),
         "compare_embeddings": (_embeddings(runs), "Embeddings side by side"),
     }
@@ -410,7 +471,17 @@ def _page(runs, figures, table, checks, warnings, seconds) -> str:
             f"{e(str(r.env.get('initial_weights_sha256', ''))[:12])}</td></tr>")
     parts.append("</table>")
     parts += [f"<div class='warn'>{e(w)}</div>" for w in warnings]
-    parts.append("<h2>Tolerance checks</h2><table><tr><th>pair</th><th>check"
+    parts.append("<h2>Tolerance checks</h2>")
+    for pair, rows in checks.items():
+        if rows:
+            bad = sum(not c["ok"] for c in rows)
+            verdict = (f"<span class='bad'>FAILED: {bad} of {len(rows)} "
+                       "checks</span>" if bad else
+                       f"all {len(rows)} checks pass")
+            parts.append(f"<p><b>{e(pair)}</b>: {verdict}; tier "
+                         f"<b>{e(rows[0]['tier'])}</b>, because "
+                         f"{e(rows[0]['reason'])}.</p>")
+    parts.append("<table><tr><th>pair</th><th>check"
                  "</th><th>worst value</th><th>tolerance</th><th>where</th>"
                  "<th></th></tr>")
     for pair, rows in checks.items():

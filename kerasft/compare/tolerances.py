@@ -73,15 +73,47 @@ epoch up to 2.6 bins apart. The tier is about 5x those: activations 5e-4,
 probe gradients 0.1, losses 0.2, histograms 10 bins. Mixed runs agree in
 shape and to a few percent, not to float32 round-off; compare them with
 each other, and with float32 runs only through this tier.
+
+**Adam** (`optimizer.name` adam or adamw in either run) uses the tier
+`ADAM`. Adam's first steps are about lr * sign(g) for every entry, however
+small g is: an entry whose gradient is near 0 and whose sign round-off
+flips moves a whole learning rate the other way, so weights (and the
+losses after them) differ by far more than round-off even where SGD's
+would not. The epoch-0 checks keep the float32 bounds (nothing has
+trained yet); after the epoch, losses within `ADAM_LOSS_AFTER_EPOCH_REL`
+= 1e-3 relative and weight histograms within `ADAM_HIST_AFTER_EPOCH_BINS`
+= 1 bin. These two are NOT measured yet (issue 9: the shared CPU machine
+was too loaded to train the Adam pair); they rest on the argument above:
+a flipped entry moves 2 lr, for the parity config (lr 1e-3, 4 steps,
+kernel bins a few 1e-3 wide) about one bin, and only entries with
+near-zero gradients flip. Measure them (parity config with
+`--optimizer adam`, torch vs tensorflow vs jax) before relying on them.
+
+**BatchNorm training** (`plan.batchnorm: train` with BatchNorm layers
+training in epoch 1: a `full` plan, or `phased` without a head-only epoch)
+uses the tier `SAME_SHAPE`: normalising by batch statistics amplifies
+float32 round-off (see above: 5% loss differences after 4 steps from
+random init), so such runs agree in shape, not number for number. The
+epoch-0 checks keep the float32 bounds (the probes run in inference mode
+from the same weights); after the epoch, losses within
+`SHAPE_LOSS_AFTER_EPOCH_REL` = 0.25 relative (5x the 5% measured after 4
+steps above; the quickstart pair of issue 9, torch vs tensorflow from one
+`--init-from`, was 5.3e-3 apart after epoch 1) and weight histograms within
+`SHAPE_HIST_AFTER_EPOCH_BINS` = 2 bins of their common grid (the same
+shape; a bin is 1/32 to 1/64 of a tensor's range).
+
+`tier_for` picks the tier from the two runs' configs alone and states why;
+when several apply (e.g. BatchNorm training under mixed precision), each
+bound is the loosest of theirs and the names are joined with " + ".
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from kerasft.compare.metrics import stat, wasserstein_fixed_bins
+from kerasft.compare.metrics import histogram_distances, stat
 
 ACTIVATION_EPOCH0_REL = 1e-4
 PROBE_GRADIENT_EPOCH0_REL = 1e-3
@@ -92,37 +124,125 @@ MIXED_ACTIVATION_EPOCH0_REL = 5e-4
 MIXED_PROBE_GRADIENT_EPOCH0_REL = 0.1
 MIXED_LOSS_AFTER_EPOCH_REL = 0.2
 MIXED_HIST_AFTER_EPOCH_BINS = 10.0
+# The Adam tier (see the docstring): argued, not yet measured.
+ADAM_LOSS_AFTER_EPOCH_REL = 1e-3
+ADAM_HIST_AFTER_EPOCH_BINS = 1.0
+# The "same shape" tier, BatchNorm training (see the docstring): the loss
+# bound is 5x the measured 5%; the histogram bound is argued.
+SHAPE_LOSS_AFTER_EPOCH_REL = 0.25
+SHAPE_HIST_AFTER_EPOCH_BINS = 2.0
 
 
 @dataclass(frozen=True)
 class Tier:
-    """One set of tolerances (the bounds above), named for the report."""
+    """One set of tolerances (the bounds above), named for the report.
+
+    Attributes:
+        name: the tier's name, printed with every check.
+        activation_epoch0_rel, probe_gradient_epoch0_rel,
+        loss_after_epoch_rel, hist_after_epoch_bins: the bounds.
+        reason: why this tier applies to the pair of runs (filled in by
+            `tier_for` from their configs).
+    """
 
     name: str
     activation_epoch0_rel: float
     probe_gradient_epoch0_rel: float
     loss_after_epoch_rel: float
     hist_after_epoch_bins: float
+    reason: str = ""
 
 
-FLOAT32 = Tier("float32", ACTIVATION_EPOCH0_REL, PROBE_GRADIENT_EPOCH0_REL,
-               LOSS_AFTER_EPOCH_REL, HIST_AFTER_EPOCH_BINS)
+FLOAT32 = Tier("number for number", ACTIVATION_EPOCH0_REL,
+               PROBE_GRADIENT_EPOCH0_REL, LOSS_AFTER_EPOCH_REL,
+               HIST_AFTER_EPOCH_BINS)
+# Adam and BatchNorm training loosen what happens during the epoch only: the
+# epoch-0 probes run in inference mode from the same weights, as in FLOAT32.
+ADAM = Tier("number for number, Adam", ACTIVATION_EPOCH0_REL,
+            PROBE_GRADIENT_EPOCH0_REL, ADAM_LOSS_AFTER_EPOCH_REL,
+            ADAM_HIST_AFTER_EPOCH_BINS)
 MIXED = Tier("mixed precision", MIXED_ACTIVATION_EPOCH0_REL,
              MIXED_PROBE_GRADIENT_EPOCH0_REL, MIXED_LOSS_AFTER_EPOCH_REL,
              MIXED_HIST_AFTER_EPOCH_BINS)
+SAME_SHAPE = Tier("same shape", ACTIVATION_EPOCH0_REL,
+                  PROBE_GRADIENT_EPOCH0_REL, SHAPE_LOSS_AFTER_EPOCH_REL,
+                  SHAPE_HIST_AFTER_EPOCH_BINS)
+_BOUNDS = ("activation_epoch0_rel", "probe_gradient_epoch0_rel",
+           "loss_after_epoch_rel", "hist_after_epoch_bins")
+
+
+def _section(run, key: str) -> dict:
+    config = getattr(run, "config", None) or {}
+    return config.get(key) or {}
 
 
 def precision_of(run) -> str:
     """A run's `train.precision` (`float32` for runs from before it)."""
-    config = getattr(run, "config", None) or {}
-    return (config.get("train") or {}).get("precision", "float32")
+    return _section(run, "train").get("precision", "float32")
+
+
+def optimizer_of(run) -> str:
+    """A run's `optimizer.name` (the config default `sgd` if absent)."""
+    return _section(run, "optimizer").get("name", "sgd")
+
+
+def batchnorm_trains(run) -> bool:
+    """Whether BatchNorm uses batch statistics in the run's first epoch,
+    the one the after-epoch checks look at: `plan.batchnorm: train` with
+    a `full` plan, or a `phased` one without a head-only epoch (the config
+    defaults, `inference` and `phased`, where absent)."""
+    plan = _section(run, "plan")
+    if plan.get("batchnorm", "inference") != "train":
+        return False
+    kind = plan.get("kind", "phased")
+    return kind == "full" or (kind == "phased"
+                              and int(plan.get("head_epochs", 1)) < 1)
+
+
+def _which(a, b, test) -> str:
+    both = test(a) and test(b)
+    return "both runs" if both else ("the reference" if test(a) else
+                                     "the other run")
 
 
 def tier_for(a, b) -> Tier:
-    """`MIXED` when either run computed in 16 bits, else `FLOAT32`."""
+    """The tier the configs of runs `a` and `b` call for, with its reason.
+
+    `FLOAT32` (number for number) when both compute in float32, keep
+    BatchNorm in inference mode in epoch 1 and use SGD. Each departure
+    adds its tier (`MIXED`, `ADAM`, `SAME_SHAPE`); several combine into
+    one tier with the loosest bound of each (names joined with " + ").
+    """
+    tiers, reasons = [], []
+    if batchnorm_trains(a) or batchnorm_trains(b):
+        tiers.append(SAME_SHAPE)
+        reasons.append(
+            f"BatchNorm trains in epoch 1 in {_which(a, b, batchnorm_trains)}"
+            " (plan.batchnorm: train): normalising by batch statistics "
+            "amplifies float32 round-off, so the runs agree in shape, not "
+            "number for number")
     if precision_of(a) != "float32" or precision_of(b) != "float32":
-        return MIXED
-    return FLOAT32
+        tiers.append(MIXED)
+        reasons.append(
+            f"{_which(a, b, lambda r: precision_of(r) != 'float32')} "
+            "compute in 16 bits (train.precision "
+            f"{precision_of(a)} / {precision_of(b)}), rounded differently by "
+            "each backend")
+    adam = lambda r: optimizer_of(r) in ("adam", "adamw")  # noqa: E731
+    if adam(a) or adam(b):
+        tiers.append(ADAM)
+        reasons.append(
+            f"{_which(a, b, adam)} use Adam: its first steps are about "
+            "lr * sign(gradient), so a gradient entry near 0 whose sign "
+            "round-off flips moves its weight a whole step the other way")
+    if not tiers:
+        return replace(FLOAT32, reason=(
+            "both runs compute in float32 with SGD and BatchNorm in "
+            "inference mode: the same maths from the same start, apart only "
+            "by round-off"))
+    name = " + ".join(t.name for t in tiers)
+    bounds = {k: max(getattr(t, k) for t in tiers) for k in _BOUNDS}
+    return Tier(name, reason="; ".join(reasons), **bounds)
 
 
 @dataclass
@@ -134,6 +254,7 @@ class Check:
     tolerance: float
     where: str
     tier: str = FLOAT32.name
+    reason: str = ""
 
     @property
     def ok(self) -> bool:
@@ -159,13 +280,13 @@ def _worst(names, values, name, tol) -> Check:
 
 def parity_checks(a, b) -> list[Check]:
     """Every tolerance above, for runs `a` and `b` (from `load_run`), in
-    the tier their configs' `train.precision` calls for (`tier_for`)."""
+    the tier their configs call for (`tier_for`)."""
     tier = tier_for(a, b)
     checks = []
     wa, wb = a.records.get("weights"), b.records.get("weights")
     if wa is not None and wb is not None and 0 in wa.epochs and 0 in wb.epochs:
-        ra, rb = wa[0], wb[0]
-        diff = np.abs(ra["counts"] - rb["counts"]).sum(axis=1)
+        ra = wa[0]
+        diff = histogram_distances(ra, wb[0], wa, wb, "counts")
         checks.append(_worst(ra["names"], diff,
                              "epoch-0 weight histogram count difference", 0))
     aa, ab = a.records.get("activations"), b.records.get("activations")
@@ -198,13 +319,11 @@ def parity_checks(a, b) -> list[Check]:
                     float(_rel(ma[key][:1], mb[key][:1])[0]),
                     tier.loss_after_epoch_rel, "epoch 1"))
     if wa is not None and wb is not None and 1 in wa.epochs and 1 in wb.epochs:
-        edges = wa.bins["edges"]
-        ra, rb = wa[1], wb[1]
-        dist = [wasserstein_fixed_bins(x, y, e) / (e[1] - e[0])
-                for x, y, e in zip(ra["counts"], rb["counts"], edges)]
+        ra = wa[1]
+        dist = histogram_distances(ra, wb[1], wa, wb)
         checks.append(_worst(ra["names"], dist,
                              "epoch-1 weight histogram distance (bins)",
                              tier.hist_after_epoch_bins))
     for c in checks:
-        c.tier = tier.name
+        c.tier, c.reason = tier.name, tier.reason
     return checks

@@ -29,7 +29,7 @@ class ActivationRecorder(Recorder):
     """Records block outputs on a fixed probe batch, in inference mode.
 
     Writes ``activations/epoch-NNNN.npz`` with ``names`` (layer names),
-    ``counts`` over bins fixed at epoch 0, ``stats``, and
+    ``edges`` and ``counts`` (the store's bin rule), ``stats``, and
     ``dead_fraction``: the share of channels whose output is (near) zero
     for every probe image and position.
 

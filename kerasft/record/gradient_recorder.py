@@ -14,8 +14,8 @@ class GradientRecorder(Recorder):
 
     Every `every_steps` training steps it appends each variable's gradient
     L2 norm to ``grad_norms.csv``; at each epoch end it writes
-    ``gradients/epoch-NNNN.npz``: histograms (bins fixed from the first
-    recorded step) and stats of a fixed sample of at most
+    ``gradients/epoch-NNNN.npz``: histograms (each record's bins from its
+    own values, `store.bin_grid`) and stats of a fixed sample of at most
     `store.GRADIENT_SAMPLE` entries per variable, from the epoch's last
     step (``l2`` is the full gradient's norm; ``step`` the global step the
     sample comes from). The epoch's last step is recorded whether or not it

@@ -15,7 +15,8 @@ class ProbeGradientRecorder(Recorder):
     gradient, frozen or not, so the numbers are the same kind at every
     epoch and on every backend; this is what makes gradients comparable
     across backends. Writes ``probe_gradients/epoch-NNNN.npz`` with
-    ``names``, ``counts`` (bins fixed at epoch 0), ``stats``, ``norms``
+    ``names``, ``edges`` and ``counts`` (the store's bin rule), ``stats``,
+    ``norms``
     and ``loss``.
 
     Args:

@@ -93,35 +93,15 @@ class Recorder(keras.callbacks.Callback):
 
     # helpers shared by the histogram kinds
 
-    def edges_for(self, names: list[str], arrays: list[np.ndarray]) -> np.ndarray:
-        """The fixed bin edges of `names`, set from `arrays` the first time.
-
-        Names seen for the first time later (a layer that joins) get edges
-        from their first values; existing edges never change.
-        """
-        path = self.kind_dir / "bins.npz"
-        known = {}
-        if path.exists():
-            saved = store._load_npz(path)
-            known = dict(zip(saved["names"].tolist(), saved["edges"]))
-        missing = [n for n in names if n not in known]
-        if missing:
-            for n, a in zip(names, arrays):
-                if n in missing:
-                    known[n] = store.fixed_edges(a)
-            all_names = list(known)
-            store.write_npz(
-                path,
-                names=np.array(all_names),
-                edges=np.stack([known[n] for n in all_names]),
-            )
-        return np.stack([known[n] for n in names])
-
     def histograms(self, names, arrays) -> dict[str, np.ndarray]:
+        """``names``, ``edges``, ``counts``, ``stats`` and ``nonfinite`` of
+        `arrays`; each histogram's edges follow the store's bin rule
+        (`store.bin_grid`), so every finite entry lies inside its bins."""
         finite = [np.asarray(a)[np.isfinite(a)] for a in arrays]
-        edges = self.edges_for(names, finite)
+        edges = np.stack([store.dyadic_edges(a) for a in finite])
         return {
             "names": np.array(names),
+            "edges": edges,
             "counts": np.stack(
                 [store.histogram(a, e) for a, e in zip(finite, edges)]
             ),

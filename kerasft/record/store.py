@@ -1,16 +1,33 @@
 """The run store: backend-neutral files under ``<run>/record/``.
 
-Format version 1 (readable with numpy and the csv module alone; no pickle)::
+Format version 2 (readable with numpy and the csv module alone; no pickle)::
 
     record/
       <kind>/epoch-NNNN.npz     one file per recorded epoch (0 = before the
                                 first step); arrays described below
       <kind>/step-SSSSSSSS.npz  the same, at a training step (when asked)
-      <kind>/bins.npz           fixed histogram bin edges: ``names`` (V,),
-                                ``edges`` (V, B+1); set once, from the
-                                first values recorded, never changed
       <table>.csv               step-level tables (header + one row a record)
       probe.json                the probe set: split, indices, labels, seed
+
+The bin rule (`bin_grid`): every histogram carries its own ``edges`` (V,
+B+1), chosen from the finite values it counts, so every finite value lies
+inside its bins (the under-/over-flow counts stay 0) whatever the tensor
+does: start at 0 (biases, BatchNorm beta), start constant (gamma = 1),
+grow, or shrink by decades (gradients). The edges lie on a dyadic grid: the
+bin width is a power of two, 2**exp, every edge is an integer multiple of
+it, and the width is the smallest such power for which the B bins cover
+the values' [min, max] (at most 2**-RESOLUTION_BITS of the values'
+magnitude finer, so a constant tensor gets bins too). Two such grids are
+nested (a bin of the coarser one is a whole number of bins of the finer
+one), so any two histograms of a tensor -- two epochs of a run, or the
+same epoch of a torch and a jax run -- are put on one common grid exactly
+by adding up adjacent bins (`common_histograms`). Two runs given the same
+values choose the same edges: the grid depends on min and max alone.
+
+Format version 1 (runs recorded before this rule) fixed each tensor's edges
+once, from its first values, in ``<kind>/bins.npz`` (``names`` (V,),
+``edges`` (V, B+1)); such runs still load and render (`Kind.edges_of`
+falls back to ``bins.npz``), but cannot be compared with format-2 runs.
 
 Kinds (`KINDS`) and their arrays: every histogram kind holds ``names`` (V,)
 (Keras variable or layer paths), ``counts`` (V, B+2) int64 -- under-flow,
@@ -18,6 +35,9 @@ B bins, over-flow, of the finite values -- ``stats`` (V, len(STAT_NAMES))
 over the finite values (NaN where none is finite) and ``nonfinite`` (V,)
 int64, the number of NaN/inf entries (records written before it existed
 lack it: read it with ``rec.get("nonfinite")``); plus:
+
+``edges`` (V, B+1) float64 are the record's bin edges (the bin rule
+above).
 
 - ``weights``: ``rel_change`` (V,) = ||W_t - W_0|| / ||W_0|| (NaN where
   W_0 = 0, e.g. biases).
@@ -55,6 +75,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -64,7 +85,7 @@ import numpy as np
 
 from kerasft.rundir import atomic_write, read_status
 
-STORE_FORMAT_VERSION = 1
+STORE_FORMAT_VERSION = 2
 KINDS = (
     "weights",
     "gradients",
@@ -79,6 +100,12 @@ STAT_NAMES = (
     "mean", "std", "min", "max", "l2", "q01", "q25", "q50", "q75", "q99",
 )
 NUM_BINS = 64
+# The finest bin width of the bin rule, relative to the values' magnitude:
+# 2**-20 of it (float32 resolves 2**-23), so the 64 bins of a constant
+# tensor span ~6e-5 of its value and an all-zero tensor gets
+# `ZERO_BIN_EXP`.
+RESOLUTION_BITS = 20
+ZERO_BIN_EXP = -40
 GRADIENT_SAMPLE = 4096
 DEAD_THRESHOLD = 1e-6
 QUANTILE_SAMPLE = 1 << 16
@@ -108,13 +135,166 @@ def summary_stats(values: np.ndarray) -> np.ndarray:
     )
 
 
+def bin_grid(lo: float, hi: float, bins: int = NUM_BINS) -> tuple[int, int]:
+    """The bin rule: the dyadic grid of `bins` bins that holds [lo, hi].
+
+    Args:
+        lo: the smallest finite value to hold.
+        hi: the largest finite value to hold (`lo` and `hi` non-finite, as
+            for a tensor with no finite value: an all-zero grid).
+        bins: the number of bins. Defaults to `NUM_BINS`.
+
+    Returns:
+        ``(exp, start)``: the edges are ``(start + k) * 2**exp`` for
+        ``k = 0 .. bins``. The width 2**exp is the smallest power of two
+        for which the bins cover [lo, hi], and at least
+        2**-RESOLUTION_BITS of max(|lo|, |hi|); the values sit in the middle
+        of the bins (equal margins of empty bins on both sides).
+
+    Example:
+
+    ```python
+    bin_grid(0.0, 0.0)       # (-40, -31): an all-zero bias, 0 in bin 31
+    bin_grid(1.0, 1.0)       # (-20, 1048545): a gamma at 1, width 2**-20
+    bin_grid(-0.08, 0.11)    # (-8, -28): width 1/256, edges -28/256 .. 36/256
+    ```
+    """
+    lo, hi = float(lo), float(hi)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        lo = hi = 0.0
+    lo, hi = min(lo, hi), max(lo, hi)
+    magnitude = max(abs(lo), abs(hi))
+    if magnitude == 0:
+        exp = ZERO_BIN_EXP
+    else:
+        exp = math.frexp(magnitude)[1] - 1 - RESOLUTION_BITS
+        if hi > lo:
+            # within one step of the answer; the loop below settles it
+            exp = max(exp, math.frexp((hi - lo) / bins)[1] - 2)
+    # ldexp scales by a power of two exactly, so the bin of each value is
+    # found without round-off.
+    while (math.floor(math.ldexp(hi, -exp)) - math.floor(math.ldexp(lo, -exp))
+           + 1 > bins):
+        exp += 1
+    first = math.floor(math.ldexp(lo, -exp))
+    used = math.floor(math.ldexp(hi, -exp)) - first + 1
+    return exp, first - (bins - used) // 2
+
+
+def grid_edges(exp: int, start: int, bins: int = NUM_BINS) -> np.ndarray:
+    """The (bins + 1,) float64 edges of the grid ``(exp, start)``."""
+    return np.ldexp(np.arange(start, start + bins + 1, dtype=np.float64), exp)
+
+
+def dyadic_edges(values: np.ndarray, bins: int = NUM_BINS) -> np.ndarray:
+    """The bin rule's edges for the finite entries of `values`."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    v = v[np.isfinite(v)]
+    lo, hi = (float(v.min()), float(v.max())) if v.size else (0.0, 0.0)
+    return grid_edges(*bin_grid(lo, hi, bins), bins)
+
+
+def grid_of(edges: np.ndarray) -> tuple[int, int] | None:
+    """``(exp, start)`` of dyadic `edges`; None for other edges (format 1)."""
+    edges = np.asarray(edges, dtype=np.float64)
+    width = edges[1] - edges[0] if len(edges) > 1 else 0.0
+    if not (np.isfinite(width) and width > 0):
+        return None
+    mantissa, e = math.frexp(float(width))
+    if mantissa != 0.5:
+        return None
+    exp = e - 1
+    start = math.ldexp(float(edges[0]), -exp)
+    if start != math.floor(start):
+        return None
+    grid = (exp, int(start))
+    if not np.array_equal(grid_edges(*grid, len(edges) - 1), edges):
+        return None
+    return grid
+
+
+def common_grid(grids: Iterable[tuple[int, int]],
+                bins: int = NUM_BINS) -> tuple[int, int]:
+    """The finest dyadic grid of `bins` bins holding every bin of `grids`."""
+    grids = list(grids)
+    exp = max(e for e, _ in grids)
+    while True:
+        # a bin [s, s + 1) * 2**e lies in coarse bin s >> (exp - e): shifts
+        # floor, so negative positions land in the right bin too.
+        lo = min(s >> (exp - e) for e, s in grids)
+        hi = max(((s + bins - 1) >> (exp - e)) + 1 for e, s in grids)
+        if hi - lo <= bins:
+            return exp, lo - (bins - (hi - lo)) // 2
+        exp += 1
+
+
+def rebin(counts: np.ndarray, grid: tuple[int, int],
+          target: tuple[int, int]) -> np.ndarray:
+    """Counts (B+2,) on `grid` moved to the coarser or equal `target` grid.
+
+    Exact for the B bins (each lands whole in one target bin); under- and
+    over-flow stay under- and over-flow (the bin rule leaves them empty).
+    """
+    counts = np.asarray(counts)
+    bins = len(counts) - 2
+    (e, s), (te, ts) = grid, target
+    if te < e:
+        raise ValueError(f"rebin: target grid {target} is finer than {grid}")
+    index = (np.arange(s, s + bins, dtype=np.int64) >> min(te - e, 62)) - ts
+    if index.min() < 0 or index.max() >= bins:
+        raise ValueError(f"rebin: grid {grid} does not fit in {target}")
+    out = np.zeros_like(counts)
+    np.add.at(out, index + 1, counts[1:-1])
+    out[0], out[-1] = counts[0], counts[-1]
+    return out
+
+
+def common_histograms(
+    edges: list[np.ndarray], counts: list[np.ndarray], what: str = "histograms"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Several histograms of one tensor put on one set of bins.
+
+    Args:
+        edges: each histogram's (B+1,) edges.
+        counts: each histogram's (B+2,) counts (under-flow, B, over-flow).
+        what: names the histograms in the error message.
+
+    Returns:
+        ``(edges (B+1,), counts (N, B+2))``: unchanged when all share their
+        edges (always so in format 1), else on the common dyadic grid.
+
+    Raises:
+        RunDirError: edges that differ and are not dyadic cannot be
+            reconciled (a format-1 store against a format-2 one).
+    """
+    first = np.asarray(edges[0], dtype=np.float64)
+    if all(np.array_equal(first, e) for e in edges[1:]):
+        return first, np.stack([np.asarray(c) for c in counts])
+    grids = [grid_of(e) for e in edges]
+    if any(g is None for g in grids):
+        from kerasft.errors import RunDirError
+
+        raise RunDirError(
+            f"{what}: recorded on different bins that are not on the dyadic "
+            "grid (a store of format 1, whose bins were fixed from the "
+            "initial values, against one of format 2?). Received bin "
+            f"widths {sorted({float(e[1] - e[0]) for e in edges})}. Compare "
+            "runs recorded by the same kerasft version."
+        )
+    bins = len(first) - 1
+    target = common_grid(grids, bins)
+    return grid_edges(*target, bins), np.stack(
+        [rebin(c, g, target) for c, g in zip(counts, grids)])
+
+
 def fixed_edges(values: np.ndarray, bins: int = NUM_BINS) -> np.ndarray:
-    """Bin edges for a tensor, fixed once from its first values.
+    """The format-1 bin rule, kept to write and test format-1 stores.
 
     The range is the values' [min, max] widened by 50% of its width on each
-    side (training moves weights outward), or +-max(|v|, 1e-3)/2 around a
-    constant tensor (biases start at 0, BatchNorm gammas at 1). Values that
-    later fall outside go to the under-/over-flow counts.
+    side, or +-max(|v|, 1e-3)/2 around a constant tensor. Values that later
+    fall outside go to the under-/over-flow counts (format 2 replaced this
+    with `bin_grid`: for tensors that start at 0 these bins spanned
+    +-0.0005 and most entries soon fell outside).
     """
     v = np.asarray(values, dtype=np.float64).ravel()
     lo, hi = (float(v.min()), float(v.max())) if v.size else (0.0, 0.0)
@@ -326,8 +506,57 @@ class Kind:
 
     @property
     def bins(self) -> dict[str, np.ndarray]:
+        """Format 1's fixed edges (``bins.npz``); {} in format-2 stores."""
         path = self.directory / "bins.npz"
         return _load_npz(path) if path.exists() else {}
+
+    def edges_of(self, record: dict[str, np.ndarray]) -> np.ndarray:
+        """The (V, B+1) bin edges of one record's histograms.
+
+        Format 2 keeps them in the record; format 1 in ``bins.npz`` (rows
+        of names it lacks are NaN).
+
+        Raises:
+            RunDirError: the record has counts but no edges anywhere.
+        """
+        if "edges" in record:
+            return record["edges"]
+        bins = self.bins
+        if "edges" not in bins:
+            from kerasft.errors import RunDirError
+
+            raise RunDirError(
+                f"{self.directory}: histogram records without bin edges "
+                "(no 'edges' array and no bins.npz); the store is damaged "
+                "or was not written by kerasft."
+            )
+        known = dict(zip(bins["names"].astype(str).tolist(), bins["edges"]))
+        blank = np.full(bins["edges"].shape[1], np.nan)
+        return np.stack([known.get(str(n), blank) for n in record["names"]])
+
+    def series(self, name: str) -> tuple[list[int], np.ndarray, np.ndarray]:
+        """One tensor's histograms over the recorded epochs, on one grid.
+
+        Returns:
+            ``(epochs, edges (B+1,), counts (E, B+2))`` (see
+            `common_histograms`); ``([], empty, empty)`` if never recorded.
+        """
+        epochs, edges, counts = [], [], []
+        for epoch in self.epochs:
+            record = self[epoch]
+            where = np.flatnonzero(record["names"].astype(str) == name)
+            if where.size:
+                e = self.edges_of(record)[where[0]]
+                if not np.all(np.isfinite(e)):
+                    continue
+                epochs.append(epoch)
+                edges.append(e)
+                counts.append(record["counts"][where[0]])
+        if not epochs:
+            return [], np.zeros(0), np.zeros((0, 0))
+        e, c = common_histograms(edges, counts,
+                                 f"{self.directory.name} {name}")
+        return epochs, e, c
 
     def __repr__(self) -> str:
         return f"Kind({self.directory.name}, epochs={self.epochs})"
@@ -406,7 +635,8 @@ def load_run(path: str | os.PathLike) -> Run:
     ```python
     run = kerasft.load_run("runs/20261125-120000-quickstart-torch")
     w = run.records["weights"]
-    w[0]["counts"].shape, w.bins["edges"].shape, run.tables["grad_norms"]
+    w[0]["counts"].shape, w[0]["edges"].shape, run.tables["grad_norms"]
+    w.series("conv1_conv/kernel")  # every epoch on one common grid
     ```
     """
     return Run(path)

@@ -46,27 +46,47 @@ def sample_index(size: int) -> np.ndarray | None:
 class TensorStats:
     """Histogram counts, `STAT_NAMES` and non-finite counts of fixed tensors.
 
+    Each call bins the tensors by the store's bin rule (`store.bin_grid`,
+    from each tensor's finite min and max, found in a first pass on the
+    device), as `store.dyadic_edges` does on the host, unless given edges.
+
     Args:
         shapes: the tensors' shapes (fixed; a new shape needs a new object).
-        edges: (V, B+1) float64 bin edges, one row per tensor.
+        bins: the number of bins. Defaults to `store.NUM_BINS`.
 
     Example:
 
     ```python
-    stats = TensorStats([v.shape for v in model.weights], edges)
+    stats = TensorStats([v.shape for v in model.weights])
     out = stats([v.value for v in model.weights])
-    out["counts"], out["stats"], out["nonfinite"]
+    out["edges"], out["counts"], out["stats"], out["nonfinite"]
     ```
     """
 
-    def __init__(self, shapes, edges: np.ndarray):
+    def __init__(self, shapes, bins: int = store.NUM_BINS):
         self.sizes = [int(np.prod(s)) for s in shapes]
-        edges = np.asarray(edges, dtype=np.float64)
-        self.bins = edges.shape[1] - 1
-        self._lower = _ceil32(edges[:, :-1])
-        self._upper = _floor32(edges[:, -1])
+        self.bins = bins
         self._samples = [sample_index(n) for n in self.sizes]
         self._fn = backend.compile_function(self._reduce)
+        self._range_fn = backend.compile_function(self._range)
+
+    @staticmethod
+    def _range(values):
+        ops = keras.ops
+        out = []
+        for x in values:
+            v = ops.reshape(ops.cast(x, "float32"), (-1,))
+            finite = ops.isfinite(v)
+            out.append(ops.stack([ops.min(ops.where(finite, v, np.inf)),
+                                  ops.max(ops.where(finite, v, -np.inf))]))
+        return ops.stack(out)
+
+    def edges(self, values) -> np.ndarray:
+        """(V, B+1) float64: the bin rule's edges for `values`."""
+        ranges = np.asarray(keras.ops.convert_to_numpy(
+            self._range_fn(list(values))), dtype=np.float64)
+        return np.stack([store.grid_edges(*store.bin_grid(lo, hi, self.bins),
+                                          self.bins) for lo, hi in ranges])
 
     def _reduce(self, values, lower, upper, initial):
         ops = keras.ops
@@ -117,21 +137,29 @@ class TensorStats:
                 out["delta"].append(ops.sqrt(ops.sum(d * d)))
         return {k: ops.stack(v) for k, v in out.items() if v}
 
-    def __call__(self, values, initial=None) -> dict[str, np.ndarray]:
+    def __call__(self, values, initial=None,
+                 edges: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """The records of `values` (backend tensors or variables' values).
 
         Args:
-            values: one tensor per row of `edges`, in order.
+            values: one tensor per shape, in order.
             initial: tensors of the same shapes; adds ``delta`` (V,) =
                 ||values - initial||. Defaults to `None`.
+            edges: (V, B+1) float64 bin edges to use instead of the bin
+                rule's. Defaults to `None`.
 
         Returns:
-            ``counts`` (V, B+2) int64 (under-flow, B bins, over-flow: finite
+            ``edges`` (V, B+1) float64, ``counts`` (V, B+2) int64 (under-flow, B bins, over-flow: finite
             values only), ``stats`` (V, len(STAT_NAMES)) float64 over the
             finite values (NaN where there are none), ``nonfinite`` (V,)
             int64, and ``delta`` if `initial` was given.
         """
-        out = self._fn(list(values), self._lower, self._upper,
+        values = list(values)
+        edges = (self.edges(values) if edges is None
+                 else np.asarray(edges, dtype=np.float64))
+        lower = keras.ops.convert_to_tensor(_ceil32(edges[:, :-1]))
+        upper = keras.ops.convert_to_tensor(_floor32(edges[:, -1]))
+        out = self._fn(values, lower, upper,
                        None if initial is None else list(initial))
         out = {k: np.asarray(keras.ops.convert_to_numpy(v))
                for k, v in out.items()}
@@ -150,7 +178,7 @@ class TensorStats:
         nonfinite = counts[:, -1]
         stats = np.concatenate([moments, q], axis=1)
         stats[nonfinite == np.asarray(self.sizes)] = np.nan
-        result = {"counts": counts[:, :-1], "stats": stats,
+        result = {"edges": edges, "counts": counts[:, :-1], "stats": stats,
                   "nonfinite": nonfinite}
         if "delta" in out:
             result["delta"] = out["delta"].astype(np.float64)

@@ -231,11 +231,6 @@ def _histograms(run: Run) -> Iterator[tuple[int, str, dict[str, Any]]]:
         records = run.records.get(kind)
         if records is None or not records.epochs:
             continue
-        bins = records.bins
-        edges_of = {
-            str(n): e
-            for n, e in zip(bins.get("names", ()), bins.get("edges", ()))
-        }
         missing: set[str] = set()
         for epoch in records.epochs:
             record = records[epoch]
@@ -243,10 +238,12 @@ def _histograms(run: Run) -> Iterator[tuple[int, str, dict[str, Any]]]:
                 continue
             names = [str(n) for n in record["names"]]
             stats = record.get("stats")
+            all_edges = records.edges_of(record)
             for i, name in enumerate(names):
-                edges = edges_of.get(name)
+                edges = all_edges[i]
                 counts = record["counts"][i]
-                if edges is None or len(counts) != len(edges) + 1:
+                if (not np.all(np.isfinite(edges))
+                        or len(counts) != len(edges) + 1):
                     missing.add(name)
                     continue
                 row = stats[i] if stats is not None else None
@@ -254,10 +251,10 @@ def _histograms(run: Run) -> Iterator[tuple[int, str, dict[str, Any]]]:
                     counts, edges, row
                 )
         if missing:
-            # The edges are fixed once per store; a name without them
-            # (or with a different bin count) cannot be placed on an axis.
+            # A format-1 store keeps the edges in bins.npz; a name without
+            # them (or with a different bin count) cannot be placed.
             warnings.warn(
-                f"{kind}: no matching bin edges in bins.npz for "
+                f"{kind}: no matching bin edges for "
                 f"{len(missing)} name(s), e.g. {sorted(missing)[0]!r}; "
                 "their histograms are not exported.",
                 stacklevel=3,

@@ -24,8 +24,9 @@ class WeightRecorder(Recorder):
     """Records every weight tensor's histogram, stats and drift from the start.
 
     Per epoch (and every `every_steps` steps if given) it writes
-    ``weights/epoch-NNNN.npz`` with ``names`` (variable paths), ``counts``
-    over bins fixed from the initial values, ``stats`` (`STAT_NAMES`) and
+    ``weights/epoch-NNNN.npz`` with ``names`` (variable paths), ``edges``
+    and ``counts`` (bins from the record's own values, `store.bin_grid`:
+    every finite entry inside), ``stats`` (`STAT_NAMES`) and
     ``rel_change`` = ||W_t - W_0|| / ||W_0|| (NaN for tensors that start at
     0, such as biases). Epoch 0 is the initial model.
 
@@ -106,10 +107,7 @@ class WeightRecorder(Recorder):
 
     def _reduce_on_device(self, names) -> dict[str, np.ndarray]:
         if self._stats is None:
-            # The edges come from the initial values (host copy, once).
-            edges = self.edges_for(names, self._initial)
-            self._stats = TensorStats(
-                [v.shape for v in self._variables], edges)
+            self._stats = TensorStats([v.shape for v in self._variables])
         out = self._stats([v.value for v in self._variables],
                           initial=self._initial_device)
         with np.errstate(divide="ignore", invalid="ignore"):

@@ -5,8 +5,9 @@ probe batch, in inference mode):
 
 - ``activation_histograms``: the "colorful dimension" plot popularised by
   fastai -- per block, the activation histogram of every recorded epoch as
-  one column of a heat map, over the bins fixed at epoch 0. Distributions
-  that collapse onto 0 or run off the top of the range show at a glance.
+  one column of a heat map, on the epochs' common bins (each record holds
+  all its values; see `kerasft.record.store.bin_grid`). Distributions that
+  collapse onto 0, or grow beyond their epoch-0 range, show at a glance.
 - ``dead_units``: the share of channels that output (near) zero for every
   probe image, per block, at the first and the last recorded epoch.
 """
@@ -19,8 +20,9 @@ import numpy as np
 from matplotlib.colors import Normalize
 from matplotlib.lines import Line2D
 
-from kerasft.record.store import STAT_NAMES
+from kerasft.record.store import STAT_NAMES, fixed_edges
 from kerasft.render.base import (
+    BIN_RULE_NOTE,
     FigureResult,
     RenderOptions,
     new_figure,
@@ -29,7 +31,8 @@ from kerasft.render.base import (
 )
 
 SECTION = "activations"
-# Share of values outside the epoch-0 range that counts as "exploding".
+# Share of values outside the epoch-0 range (its [min, max] widened by half
+# its width on each side) that counts as "exploding".
 OUTSIDE_WARN = 0.01
 # Dead-channel share at the last epoch that earns a warning.
 DEAD_WARN = 0.5
@@ -57,53 +60,51 @@ def histogram_series(run, names: list[str]) -> dict[str, dict]:
 
     Returns:
         ``{name: {"epochs", "edges", "counts" (B, E), "zero_share" (E,),
-        "under_share", "over_share", "outside_share" (E,), "q99" (E,), "finite" (E,) bool}}`` for each
-        name that has bins; shares are of all values, NaNs excluded.
+        "under_share", "over_share", "outside_share" (E,), "q99" (E,),
+        "finite" (E,) bool}}`` for each name recorded; shares are of all
+        finite values. Under/over: below/above the epoch-0 range widened by
+        half its width each side (format 1: outside the bins fixed there).
     """
     kind = run.records["activations"]
-    bins = kind.bins
-    if not bins or "edges" not in bins:
+    if not kind.epochs:
         return {}
-    edge_of = {str(n): e for n, e in zip(bins["names"], bins["edges"])}
     q99 = STAT_NAMES.index("q99")
-    out: dict[str, dict] = {}
-    wanted = [n for n in names if n in edge_of]
-    for n in wanted:
-        out[n] = {"epochs": [], "edges": edge_of[n], "counts": [],
-                  "zero_share": [], "under_share": [], "over_share": [],
-                  "outside_share": [], "q99": [],
-                  "finite": []}
+    lo_i, hi_i = STAT_NAMES.index("min"), STAT_NAMES.index("max")
+    legacy = bool(kind.bins)  # format 1: bins fixed at epoch 0
+    stats_of: dict[str, dict] = {n: {} for n in names}
     for epoch in kind.epochs:
         rec = kind[epoch]
         row_of = {str(n): i for i, n in enumerate(rec["names"])}
-        for n in wanted:
-            if n not in row_of:
-                continue
-            i = row_of[n]
-            counts = rec["counts"][i].astype(np.float64)
-            total = max(counts.sum(), 1.0)
-            z = zero_bin(edge_of[n])
-            s = out[n]
-            s["epochs"].append(epoch)
-            s["counts"].append(counts[1:-1])
-            s["zero_share"].append(counts[1 + z] / total if z is not None
-                                   else 0.0)
-            s["under_share"].append(counts[0] / total)
-            s["over_share"].append(counts[-1] / total)
-            s["outside_share"].append((counts[0] + counts[-1]) / total)
-            stats = rec["stats"][i]
-            s["q99"].append(float(stats[q99]))
-            s["finite"].append(bool(np.all(np.isfinite(stats))))
-    for n in list(out):
-        s = out[n]
-        if not s["epochs"]:
-            del out[n]
+        for n in names:
+            if n in row_of:
+                stats_of[n][epoch] = rec["stats"][row_of[n]]
+    out: dict[str, dict] = {}
+    for n in names:
+        epochs, edges, counts = kind.series(n)
+        if not epochs:
             continue
-        s["counts"] = np.stack(s["counts"], axis=1)
-        for k in ("zero_share", "under_share", "over_share", "outside_share",
-                  "q99"):
-            s[k] = np.asarray(s[k], dtype=np.float64)
-        s["finite"] = np.asarray(s["finite"], dtype=bool)
+        counts = counts.astype(np.float64)
+        total = np.maximum(counts.sum(axis=1), 1.0)
+        z = zero_bin(edges)
+        stats = np.asarray([stats_of[n][e] for e in epochs], dtype=np.float64)
+        under, over = counts[:, 0], counts[:, -1]
+        if not legacy:
+            # Every value is inside its bins: measure growth against the
+            # epoch-0 range, widened as format 1 widened its fixed bins,
+            # counting whole bins beyond it (a lower bound).
+            ref = fixed_edges(stats[0, [lo_i, hi_i]]) if np.all(
+                np.isfinite(stats[0, [lo_i, hi_i]])) else edges
+            under = under + counts[:, 1:-1][:, edges[1:] <= ref[0]].sum(axis=1)
+            over = over + counts[:, 1:-1][:, edges[:-1] >= ref[-1]].sum(axis=1)
+        out[n] = {
+            "epochs": epochs, "edges": edges, "counts": counts[:, 1:-1].T,
+            "zero_share": (counts[:, 1 + z] / total if z is not None
+                           else np.zeros(len(epochs))),
+            "under_share": under / total, "over_share": over / total,
+            "outside_share": (under + over) / total,
+            "q99": stats[:, q99],
+            "finite": np.all(np.isfinite(stats), axis=1),
+        }
     return out
 
 
@@ -172,7 +173,7 @@ def _histograms_figure(series: dict[str, dict]) -> FigureResult:
         rest = np.delete(logc, z, axis=0) if z is not None else logc
         vmax = rest.max() if rest.size and rest.max() > 0 else logc.max()
         shown = logc / vmax if vmax > 0 else logc
-        # Crop to the bins ever used: the fixed edges span 2x the epoch-0
+        # Crop to the bins ever used: a common grid may span more than the
         # range, and post-ReLU blocks leave the negative half empty.
         used = np.flatnonzero(counts.sum(axis=1) > 0)
         lo, hi = (used[0], used[-1]) if used.size else (0, len(edges) - 2)
@@ -184,8 +185,8 @@ def _histograms_figure(series: dict[str, dict]) -> FigureResult:
         ax.plot(s["epochs"], s["q99"], color="#5ad1ff", lw=1.2, ls="--",
                 marker=".", label="99th percentile")
         ax.set_ylim(edges[lo], edges[hi + 1])
-        # Values beyond the fixed range are counted, not drawn: mark them at
-        # the edge they left by, with their share.
+        # Values beyond the epoch-0 range (widened by half): mark their
+        # share at the panel's edge.
         for e, over, under in zip(s["epochs"], s["over_share"],
                                   s["under_share"]):
             if over >= 0.005:
@@ -223,15 +224,16 @@ def _histograms_figure(series: dict[str, dict]) -> FigureResult:
     handles = [Line2D([], [], color="#5ad1ff", lw=1.2, ls="--", marker=".",
                       label="99th percentile of the values"),
                Line2D([], [], color="#ff4d4d", ls="none", marker="^",
-                      label="share above (▲) / below (▼) the fixed range")]
+                      label="share above (▲) / below (▼) the epoch-0 range "
+                      "widened by half")]
     fig.legend(handles=handles, loc="outside lower center", ncols=2,
                fontsize=8, frameon=False)
     cb = fig.colorbar(mesh, ax=heat_axes, shrink=0.6, pad=0.01, aspect=40)
     cb.set_label("log(1 + count) / panel max\n(0 bin excluded)", fontsize=9)
     fig.suptitle(
-        "Activation histograms on the probe batch over training (bins fixed "
-        "at epoch 0)\nlook for mass piling into the 0 bin (collapse, dying "
-        "ReLUs) or running off the top of the range (explosion)",
+        "Activation histograms on the probe batch over training (every value "
+        "inside the bins)\nlook for mass piling into the 0 bin (collapse, "
+        "dying ReLUs) or growing far beyond the epoch-0 range (explosion)",
         fontsize=11)
     return FigureResult(
         key="activation_histograms",
@@ -239,15 +241,17 @@ def _histograms_figure(series: dict[str, dict]) -> FigureResult:
         title="Activation histograms over time",
         caption=(
             "Each panel is one block: a column per recorded epoch, rows are "
-            "the histogram bins fixed from the epoch-0 values, colour is "
+            "the histogram bins, colour is "
             "log(1 + count) scaled to the bins other than the one holding 0 "
             "(so that bin may saturate). The dashed line is the 99th "
             "percentile; red ▲/▼ marks give the share of values above/below "
-            "the fixed range; the strip below each panel is the share of values "
+            "the epoch-0 range widened by half its width on each side; the "
+            "strip below each panel is the share of values "
             "in the bin holding 0 (exact zeros of a ReLU plus small values). "
             "A block whose mass ends in the 0 bin has collapsed or shrunk far "
             "below its epoch-0 scale; mass leaving the top of the range "
-            "means the activations are growing out of control."),
+            "means the activations are growing out of control. "
+            f"{BIN_RULE_NOTE}"),
         figure=fig,
         notes=_histogram_notes(series),
     )

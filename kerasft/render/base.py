@@ -29,6 +29,15 @@ SECTIONS = (
 )
 
 DPI = 100
+# How histogram bins are chosen, for the figure notes (the rule itself lives in
+# kerasft.record.store.bin_grid).
+BIN_RULE_NOTE = (
+    "Bins: each recorded histogram has its own 64 bins, of a power-of-two "
+    "width, on edges that are multiples of that width, the finest such "
+    "bins that hold all its values (none is cut off, tensors that start at "
+    "0 or constant included); the epochs of a panel are shown on their "
+    "common, coarsest grid, obtained by adding up adjacent bins exactly."
+)
 
 
 @dataclass

@@ -3,8 +3,9 @@
 Two figures from the ``weights`` records (`kerasft.record.WeightRecorder`):
 
 - ``weight_histograms``: one small heat map per selected kernel variable,
-  epoch on x, weight value on y (bins fixed from the initial weights),
-  colour = share of the tensor's entries in each bin.
+  epoch on x, weight value on y, colour = share of the tensor's entries in
+  each bin. Each record has its own bins (the store's bin rule: every
+  entry inside); the epochs of one panel are drawn on their common grid.
 - ``layer_change``: ||W_t - W_0|| / ||W_0|| for every kernel variable
   (input to output) and epoch, on a log colour scale; variables that never
   moved (frozen) get their own colour instead of breaking the scale.
@@ -21,6 +22,7 @@ from matplotlib.patches import Patch
 from kerasft.render.base import (
     phase_lines,
     draw_each,
+    BIN_RULE_NOTE,
     FigureResult,
     RenderOptions,
     kernels_only,
@@ -83,18 +85,11 @@ def change_matrix(kind, names: list[str]) -> tuple[np.ndarray, list[int]]:
     return matrix, epochs
 
 
-def histogram_stack(kind, name: str) -> tuple[np.ndarray, list[int]]:
-    """Counts of one variable over epochs: (epochs, B+2), under/overflow kept."""
-    epochs, columns = [], []
-    for epoch in kind.epochs:
-        record = kind[epoch]
-        where = np.flatnonzero(record["names"].astype(str) == name)
-        if where.size:
-            epochs.append(epoch)
-            columns.append(record["counts"][where[0]])
-    if not columns:
-        return np.zeros((0, 0)), []
-    return np.asarray(columns, dtype=np.float64), epochs
+def histogram_stack(kind, name: str) -> tuple[np.ndarray, list[int], np.ndarray]:
+    """Counts of one variable over epochs on one grid: (epochs, B+2) with
+    under/overflow kept, the epochs, and the (B+1,) edges."""
+    epochs, edges, counts = kind.series(name)
+    return np.asarray(counts, dtype=np.float64), epochs, edges
 
 
 def change_notes(matrix: np.ndarray, names: list[str]) -> list[str]:
@@ -131,11 +126,7 @@ def change_notes(matrix: np.ndarray, names: list[str]) -> list[str]:
 def weight_histograms(run, options: RenderOptions) -> FigureResult | None:
     """Small multiples of weight histograms over epochs, one per kernel."""
     kind = run.records["weights"]
-    bins = kind.bins
-    if not bins or "edges" not in bins:
-        return None
-    bin_names = [str(n) for n in bins["names"]]
-    kernels = [n for n in _kernel_names(kind) if n in bin_names]
+    kernels = _kernel_names(kind)
     if not kernels:
         return None
     chosen = [kernels[i] for i in select_layers(
@@ -153,8 +144,7 @@ def weight_histograms(run, options: RenderOptions) -> FigureResult | None:
     image = None
     flagged = []
     for ax, name in zip(axes, chosen):
-        counts, epochs = histogram_stack(kind, name)
-        edges = bins["edges"][bin_names.index(name)]
+        counts, epochs, edges = histogram_stack(kind, name)
         if counts.size == 0:
             ax.set_axis_off()
             continue
@@ -168,13 +158,15 @@ def weight_histograms(run, options: RenderOptions) -> FigureResult | None:
             extent=(x0, x1, edges[0], edges[-1]),
         )
         ax.set_title(short_name(name).removesuffix("/kernel"), fontsize=9)
+        if len(epochs) == 1:
+            ax.set_xlim(epochs[0] - 0.5, epochs[0] + 0.5)
         ax.set_xticks(epochs if len(epochs) <= 12 else
                       epochs[:: math.ceil(len(epochs) / 12)])
         ax.tick_params(labelsize=7)
         # Plain tick labels: a "1e-2" offset text collides with the title.
         ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%.2g"))
-        # Entries that left the fixed range are invisible in the image;
-        # say how many at the last epoch so a drift out of range shows.
+        # Entries outside the bins (format-1 stores only) are invisible in
+        # the image; say how many at the last epoch.
         under, over = share[-1, 0], share[-1, -1]
         if under > 0 or over > 0:
             flagged.append(name)
@@ -189,7 +181,7 @@ def weight_histograms(run, options: RenderOptions) -> FigureResult | None:
         ax.set_xlabel("epoch (0 = initial)", fontsize=8)
     for ax in axes[::ncols]:
         ax.set_ylabel("weight value", fontsize=8)
-    title = "Weight distributions over epochs (bins fixed from the initial weights)"
+    title = "Weight distributions over epochs (every entry inside its bins)"
     fig.suptitle(title, fontsize=12)
     if image is not None:
         bar = fig.colorbar(image, ax=list(axes), shrink=0.6, pad=0.01,
@@ -199,16 +191,17 @@ def weight_histograms(run, options: RenderOptions) -> FigureResult | None:
         f"{len(chosen)} of {len(kernels)} kernel variables, spread input to "
         "output")
     caption = (
-        f"{shown}. A histogram that widens, shifts or spills out of its fixed "
-        "range (red labels) is a layer that learned a lot; one that stays "
-        "put did not move (frozen or a tiny learning rate)."
+        f"{shown}. A histogram that widens or shifts is a layer that learned "
+        "a lot; one that stays put did not move (frozen or a tiny learning "
+        f"rate). {BIN_RULE_NOTE}"
     )
     notes = []
     if flagged:
         notes.append(
-            f"{len(flagged)} shown kernel(s) have weights outside 1.5x their "
-            f"initial range at the last epoch (e.g. {short_name(flagged[0])}): "
-            "large weight growth."
+            f"{len(flagged)} shown kernel(s) have weights outside their "
+            f"histogram bins at the last epoch (e.g. {short_name(flagged[0])}):"
+            " a store of format 1, whose bins were fixed from the initial "
+            "weights; the share outside is in red."
         )
     return FigureResult("weight_histograms", SECTION, title, caption, fig, notes)
 

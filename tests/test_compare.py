@@ -1,0 +1,158 @@
+"""kerasft compare: tolerance tiers from configs, exit codes, self-compares,
+output folders and the page's figures (no second training: copies of the
+session's recorded run)."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+
+LIGHT = ("config.yaml", "env.json", "data.json", "metrics.csv", "status.json")
+
+
+def _copy(run, parent, name=None, records=False):
+    """A copy of a run dir: its JSON/CSV files (and the store if asked)."""
+    dst = parent / (name or run.name)
+    dst.mkdir(parents=True)
+    for f in LIGHT:
+        if (run / f).exists():
+            shutil.copy(run / f, dst / f)
+    if records:
+        shutil.copytree(run / "record", dst / "record")
+    return dst
+
+
+class _Run:
+    def __init__(self, **sections):
+        self.config = sections
+
+
+@pytest.mark.parametrize("a, b, name", [
+    ({}, {}, "number for number"),  # config defaults: SGD, BN inference
+    ({"plan": {"kind": "full", "batchnorm": "inference"}}, {},
+     "number for number"),
+    ({"plan": {"kind": "full", "batchnorm": "train"}}, {}, "same shape"),
+    # a phased plan trains only the head in epoch 1: BN is not training
+    ({"plan": {"kind": "phased", "head_epochs": 1, "batchnorm": "train"}},
+     {}, "number for number"),
+    ({"plan": {"kind": "head", "batchnorm": "train"}}, {},
+     "number for number"),
+    ({"optimizer": {"name": "adam"}}, {"optimizer": {"name": "adam"}},
+     "number for number, Adam"),
+    ({"plan": {"kind": "full", "batchnorm": "train"},
+      "train": {"precision": "mixed_bfloat16"}}, {},
+     "same shape + mixed precision"),
+])
+def test_the_tier_follows_the_runs_configs_and_says_why(a, b, name):
+    from kerasft.compare import tolerances as t
+
+    tier = t.tier_for(_Run(**a), _Run(**b))
+    assert tier.name == name
+    assert tier.reason
+    if name == "number for number":
+        assert tier.loss_after_epoch_rel == t.LOSS_AFTER_EPOCH_REL
+        assert "SGD" in tier.reason
+        return
+    # every looser tier is looser where it says it is, never stricter
+    for bound in ("activation_epoch0_rel", "probe_gradient_epoch0_rel",
+                  "loss_after_epoch_rel", "hist_after_epoch_bins"):
+        assert getattr(tier, bound) >= getattr(t.FLOAT32, bound)
+    assert tier.loss_after_epoch_rel > t.LOSS_AFTER_EPOCH_REL
+    assert tier.hist_after_epoch_bins > t.HIST_AFTER_EPOCH_BINS
+    words = {"same shape": "BatchNorm", "Adam": "Adam",
+             "mixed precision": "16 bits"}
+    for part in name.split(" + "):
+        key = "Adam" if "Adam" in part else part
+        assert words[key] in tier.reason, (part, tier.reason)
+    if "mixed" in name:
+        assert tier.loss_after_epoch_rel == max(t.MIXED.loss_after_epoch_rel,
+                                                t.SAME_SHAPE.loss_after_epoch_rel)
+
+
+def test_compare_with_itself_says_so(recorded_run, tmp_path):
+    out = tmp_path / "self"
+    r = run_cli(["compare", recorded_run, recorded_run, "--out", out,
+                 "--check"])
+    assert r.code == 0, r
+    assert "same run" in r.out and "the same directory" in r.out
+    assert "FAILED" not in r.out
+    page = (out / "index.html").read_text()
+    assert "same run" in page and " tier <b>" in page
+    for png in ("compare_curves", "compare_hist_distance"):
+        assert (out / f"{png}.png").stat().st_size > 10_000, png
+    # a copy with the same run id elsewhere is one run too
+    copy = _copy(recorded_run, tmp_path / "elsewhere")
+    r = run_cli(["compare", recorded_run, copy, "--out", tmp_path / "c2"])
+    assert r.code == 0 and "same run id" in r.out, r
+
+
+def test_check_exits_1_on_a_failed_check_and_0_otherwise(recorded_run,
+                                                         tmp_path):
+    a = _copy(recorded_run, tmp_path, "run-a")
+    same = _copy(recorded_run, tmp_path, "run-b")
+    moved = _copy(recorded_run, tmp_path, "run-c")
+    lines = (moved / "metrics.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    row = lines[1].split(",")
+    i = header.index("loss")
+    row[i] = repr(float(row[i]) * 1.5)  # beyond every tier
+    (moved / "metrics.csv").write_text(
+        "\n".join([lines[0], ",".join(row), *lines[2:]]) + "\n")
+
+    ok = run_cli(["compare", a, same, "--out", tmp_path / "o1", "--check"])
+    assert ok.code == 0 and "FAILED" not in ok.out, ok
+    assert "tier:" in ok.out  # the tier's name and reason are printed
+    report = run_cli(["compare", a, moved, "--out", tmp_path / "o2"])
+    assert report.code == 0, report
+    assert "FAILED: 1 tolerance check(s) failed" in report.out
+    assert "FAILS epoch-1 loss rel. diff" in report.out
+    check = run_cli(["compare", a, moved, "--out", tmp_path / "o3",
+                     "--check"])
+    assert check.code == 1 and "FAILED" in check.out, check
+    assert "FAILED" in (tmp_path / "o3" / "index.html").read_text()
+
+
+def test_each_compare_gets_its_own_folder(recorded_run, tmp_path,
+                                          monkeypatch):
+    from kerasft.compare import report
+
+    a = _copy(recorded_run, tmp_path / "runs", "run-a")
+    b = _copy(recorded_run, tmp_path / "runs", "run-b")
+    # two compares started within the same second
+    monkeypatch.setattr(report.time, "strftime", lambda fmt: "20261126-0101")
+    first = report.compare_runs([a, b])
+    second = report.compare_runs([a, b])
+    assert first.index.parent != second.index.parent
+    assert first.index.is_file() and second.index.is_file()
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [
+        "compare-20261126-0101", "compare-20261126-0101-2", "run-a", "run-b"]
+
+
+def test_compare_figures_keep_titles_whole_and_epochs_integer():
+    """A long title on the narrowest compare figure stays inside it; a
+    1-epoch panel gets one integer tick with half an epoch of margin."""
+    from kerasft.compare import report
+
+    names = [f"conv{i}_conv/kernel" for i in range(30)]
+    fig = report._heatmaps(
+        {"torch (01:02:03)": (names, [1], np.full((30, 1), 0.3))},
+        "Relative difference of the weights, ||W_ref - W|| / ||W_ref||, "
+        "per kernel and checkpoint, a title long enough to be cut off",
+        "relative difference")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    box = fig._suptitle.get_window_extent(canvas.get_renderer())
+    assert box.x0 >= 0 and box.x1 <= fig.bbox.width
+
+    fig = report.new_figure(4, 3)
+    ax = fig.subplots()
+    ax.plot([1], [0.5], "o")
+    report._integer_epochs(ax, np.array([1.0]))
+    assert ax.get_xlim() == (0.5, 1.5)
+    assert list(ax.get_xticks()) == [1]
