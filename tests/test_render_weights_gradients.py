@@ -141,6 +141,25 @@ def test_figures_have_their_keys(run, module, keys, section):
         assert isinstance(r.notes, list)
 
 
+def test_log_axes_show_plain_numbers_not_mathtext_source(run):
+    # Figures are drawn with mathtext off (user strings may hold "$"), so a
+    # default log axis would print "$\\mathdefault{10^{-3}}$" as its labels.
+    from kerasft.render.base import plain_text
+
+    with plain_text():
+        for r in gradients.render(run, RenderOptions()):
+            r.figure.canvas.draw()
+            for ax in r.figure.axes:
+                if ax.get_yscale() != "log":
+                    continue
+                labels = [t.get_text() for t in ax.get_yticklabels()
+                          if t.get_visible() and t.get_text()]
+                assert labels, r.key
+                assert not any("$" in t or "mathdefault" in t
+                               for t in labels), (r.key, labels)
+                float(labels[0].replace("\u2212", "-"))  # a plain number
+
+
 @pytest.mark.parametrize("module", [weights, gradients, batchnorm])
 def test_missing_records_give_no_figure(tmp_path, module):
     (tmp_path / "record").mkdir()

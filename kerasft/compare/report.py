@@ -32,7 +32,7 @@ from kerasft.compare.metrics import (
 from kerasft.compare.tolerances import parity_checks, tier_for
 from kerasft.errors import RunDirError
 from kerasft.record.store import load_run
-from kerasft.render.base import DPI, new_figure, plain_text
+from kerasft.render.base import DPI, log_scale, new_figure, plain_text
 from kerasft.rundir import atomic_write, unique_dir, write_json
 
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
@@ -304,13 +304,14 @@ def _probe_lines(runs, tier):
             epochs = [e for e in ka.epochs if e in kb.epochs]
             for e, style in ((epochs[0], "-"), (epochs[-1], ":")):
                 v = value(ka[e], kb[e])
-                ax.semilogy(np.maximum(v, 1e-12), style, color=c,
-                            label=f"{_label(r)}, epoch {e}")
+                ax.plot(np.maximum(v, 1e-12), style, color=c,
+                        label=f"{_label(r)}, epoch {e}")
                 drew = True
     axes[0].set_title("probe activations: rel. diff of each block's L2 norm")
     axes[1].set_title("probe gradients: rel. diff of each layer's gradient norm")
     for ax, tol in zip(axes, (tier.activation_epoch0_rel,
                               tier.probe_gradient_epoch0_rel)):
+        log_scale(ax)
         ax.axhline(tol, color="k", lw=0.8, ls="--")
         ax.text(0, tol * 1.3, f"epoch-0 tolerance {tol:g} ({tier.name} tier)",
                 fontsize=8)

@@ -100,6 +100,23 @@ def plain_text():
     return matplotlib.rc_context({"text.parse_math": False})
 
 
+def log_scale(ax, axis: str = "y") -> None:
+    """Puts `ax`'s x or y axis on a log scale with plain-text tick labels.
+
+    matplotlib's log axes label their ticks in mathtext
+    (``$\\mathdefault{10^{-5}}$``); with ``text.parse_math`` off (see
+    `plain_text`) that source would be printed as it is. These labels are
+    plain numbers (``1e-05``, ``0.01``, ``10``), on both major and minor
+    ticks, chosen as matplotlib chooses them by default.
+    """
+    from matplotlib import ticker
+
+    getattr(ax, f"set_{axis}scale")("log")
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    target.set_major_formatter(ticker.LogFormatter())
+    target.set_minor_formatter(ticker.LogFormatter(labelOnlyBase=False))
+
+
 def new_figure(width: float, height: float) -> Figure:
     """A figure with the report's look (no pyplot involved)."""
     fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")

@@ -15,7 +15,12 @@ import textwrap
 import numpy as np
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
-from kerasft.render.base import FigureResult, RenderOptions, new_figure
+from kerasft.render.base import (
+    FigureResult,
+    RenderOptions,
+    log_scale,
+    new_figure,
+)
 
 TRAIN_COLOR = "C0"
 VAL_COLOR = "C1"
@@ -415,7 +420,7 @@ def render(run, options: RenderOptions | None = None) -> list[FigureResult]:
                           (loss, val_loss, _column(scalars, "loss"))
                           if c is not None])
     if pos.size and pos.max() / pos.min() > 30:
-        ax_loss.set_yscale("log")
+        log_scale(ax_loss)
         ax_loss.set_ylabel("loss (cross-entropy, log scale)")
 
     if ax_acc is not None:

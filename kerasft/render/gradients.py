@@ -26,6 +26,7 @@ from kerasft.render.base import (
     FigureResult,
     RenderOptions,
     kernels_only,
+    log_scale,
     new_figure,
     select_layers,
     short_name,
@@ -318,7 +319,7 @@ def _step_lines(ax, table: dict, kernels: list[str], options: RenderOptions) -> 
         marker = "." if np.sum(np.isfinite(y)) < 3 else None
         ax.plot(steps, y, color=cmap(norm(i)), lw=1.0, marker=marker,
                 alpha=0.9)
-    ax.set_yscale("log")
+    log_scale(ax)
     ax.set_xlabel("training step")
     ax.grid(True, which="major", alpha=0.3)
     if steps.size:
@@ -387,7 +388,7 @@ def _epoch_end_panel(ax, run, kind, table: dict) -> None:
         colour = cmap(0.85 * k / max(len(epochs) - 1, 1))
         ax.plot(np.array(x)[sort], np.array(y)[sort], marker="o", ms=3,
                 lw=1.2, color=colour, label=f"epoch {epoch}")
-    ax.set_yscale("log")
+    log_scale(ax)
     ax.set_xlim(-0.5, len(order) - 0.5)
     ax.set_ylabel("gradient L2 norm (log)")
     ax.set_xlabel("layer depth (input -> output); ticks mark where a stage starts")

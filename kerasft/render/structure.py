@@ -25,7 +25,12 @@ from matplotlib.colors import ListedColormap
 from matplotlib.patches import Patch
 
 from kerasft.errors import RunDirError
-from kerasft.render.base import FigureResult, RenderOptions, new_figure
+from kerasft.render.base import (
+    FigureResult,
+    RenderOptions,
+    log_scale,
+    new_figure,
+)
 
 STAGE_ORDER = (1, 2, 3, 4, 5, "head")
 # Cell categories, by how much of the stage learns.
@@ -260,7 +265,7 @@ def render(run, options: RenderOptions | None = None) -> list[FigureResult]:
             )
             ax_bar.text(n * 1.15, y, f"{_count(n)}, {share}", va="center",
                         fontsize=8)
-    ax_bar.set_xscale("log")
+    log_scale(ax_bar, "x")
     lo = min(r.params for r in rows)
     hi = max(sum(t) for t in totals)
     ax_bar.set_xlim(max(lo / 3, 1), hi * 40)
