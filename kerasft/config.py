@@ -578,6 +578,13 @@ def _check(cfg: RunConfig, source: str) -> None:
         )
 
 
+def stage_name(stage: int | str) -> str:
+    """The `STAGE_NAMES` entry of a stage: ``"head"``, or 1-5 -> ``"conv1"``
+    ... ``"conv5"`` (as `kerasft.model.stage_of` numbers them, and as
+    ``layers.json`` records them)."""
+    return "head" if stage == "head" else f"conv{stage}"
+
+
 def trained_stages(plan: PlanConfig) -> frozenset:
     """The backbone stages (1-5; 1 = the stem conv1) that train at some
     point of `plan`: its last phase's, since every plan unfreezes from the

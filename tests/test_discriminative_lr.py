@@ -255,3 +255,68 @@ def test_train_records_stage_rates_and_applies_them(cli, tmp_path):
 
     assert not same("conv5_block3_3_conv") and not same("head")
     assert same("conv4_block6_3_conv")
+
+
+# ---------------------------------------------------------------- figures
+
+
+def _discriminative_run(path):
+    """The synthetic run of the structure tests, its fine-tune phase at
+    decay 0.3, with an update-ratio table (stage s moves 0.3**(5-s) as
+    much as the head)."""
+    from test_render_structure_predictions import LAYERS, _phases, make_run
+
+    make_run(path)
+    multipliers = {"head": 1.0, "conv5": 0.3, "conv4": 0.09, "conv3": 0.027,
+                   "conv2": 0.0081, "conv1": 0.00243}
+    phases = _phases()
+    for phase, rate, trained in ((phases[0], 0.01, ["head"]),
+                                 (phases[1], 0.001, ["head", "conv5",
+                                                     "conv4"])):
+        phase["lr_multipliers"] = multipliers
+        phase["learning_rates"] = {n: rate * multipliers[n] for n in trained}
+    (path / "phases.json").write_text(json.dumps(phases))
+    kernels = [f"{layer['name']}/kernel" for layer in LAYERS
+               if not layer["batchnorm"]]
+    lines = ["step,epoch," + ",".join(kernels)]
+    for step in range(1, 13):
+        epoch = (step - 1) // 4 + 1
+        row = []
+        for k in kernels:
+            name = "head" if k.startswith("head") else k[:5]
+            trains = name == "head" or (epoch >= 3 and name in ("conv4",
+                                                                "conv5"))
+            row.append(2e-3 * multipliers[name] if trains else 0.0)
+        lines.append(f"{step},{epoch}," + ",".join(map(str, row)))
+    (path / "record" / "update_ratios.csv").write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_figures_show_each_stages_rate(tmp_path):
+    from kerasft.record.store import load_run
+    from kerasft.render import gradients, structure
+    from kerasft.render.base import RenderOptions
+
+    run = load_run(_discriminative_run(tmp_path / "run"))
+    [result] = structure.render(run, RenderOptions())
+    cells = [t.get_text() for t in result.figure.axes[0].texts]
+    assert any(t.endswith("lr 3.0e-04 (×0.3)") for t in cells), cells
+    assert any(t.endswith("lr 9.0e-05 (×0.09)") for t in cells), cells
+    assert any(t.endswith("lr 1.0e-02") for t in cells), cells  # head x1
+    assert not any("lr" in t for t in cells if t.startswith("frozen"))
+
+    figure = gradients.update_ratios(run, RenderOptions())
+    labels = figure.figure.axes[0].get_legend_handles_labels()[1]
+    assert labels[:3] == ["head median (lr ×1)", "conv5 median (lr ×0.3)",
+                          "conv4 median (lr ×0.09)"]
+    [note] = [n for n in figure.notes if "Discriminative" in n]
+    assert "conv5 ×0.3: 6.0e-04" in note and "conv4 ×0.09: 1.8e-04" in note
+
+    # Without multipliers the figure is as before: no stage lines.
+    phases = json.loads((run.path / "phases.json").read_text())
+    for phase in phases:
+        phase["lr_multipliers"] = dict.fromkeys(phase["lr_multipliers"], 1.0)
+    (run.path / "phases.json").write_text(json.dumps(phases))
+    plain = gradients.update_ratios(load_run(run.path), RenderOptions())
+    labels = plain.figure.axes[0].get_legend_handles_labels()[1]
+    assert labels == ["median of trainable kernels"]

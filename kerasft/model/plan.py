@@ -13,15 +13,16 @@ from dataclasses import dataclass, field
 
 import keras
 
-from kerasft.config import STAGE_NAMES, PlanConfig, TrainConfig, trained_stages
+from kerasft.config import (
+    STAGE_NAMES,
+    PlanConfig,
+    TrainConfig,
+    stage_name,
+    trained_stages,
+)
 from kerasft.model.builder import stage_of
 
 ALL_STAGES = frozenset({1, 2, 3, 4, 5})
-
-
-def stage_name(stage: int | str) -> str:
-    """``"head"`` or ``"conv<N>"`` for a `stage_of` value (1 -> conv1)."""
-    return stage if stage == "head" else f"conv{stage}"
 
 
 def stage_multipliers(plan: PlanConfig) -> dict[str, float]:
