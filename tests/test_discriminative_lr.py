@@ -152,6 +152,42 @@ def test_multipliers_compose_with_schedule_tap_and_loss_scaling(setup):
         assert np.linalg.norm(d) == pytest.approx(expected, rel=1e-3), path
 
 
+def test_checkpointed_optimizer_state_resumes_the_same_steps(setup):
+    """A checkpoint of a scaled optimizer holds the optimizer's own state
+    (the scaling adds no variable), and a resumed step equals the step the
+    run would have taken."""
+    import keras
+
+    from kerasft.backend.checkpoint import optimizer_state, restore_optimizer
+    from kerasft.train.runner import phase_optimizer
+
+    weights, _ = setup
+    cfg = OptimizerConfig(name="adam", learning_rate=0.01)
+
+    def compiled(w, phase):
+        model = _tiny_model()
+        model.set_weights(w)
+        model.compile(optimizer=phase_optimizer(cfg, phase, model, 2),
+                      loss="mse")
+        return model
+
+    continued = compiled(weights, _phase())
+    for _ in range(2):
+        continued.train_on_batch(*_batch())
+    first = compiled(weights, _phase())
+    first.train_on_batch(*_batch())
+    state = optimizer_state(first.optimizer)
+    plain = compiled(weights, _phase(decay=None))
+    plain.train_on_batch(*_batch())
+    assert sorted(state) == sorted(optimizer_state(plain.optimizer))
+    resumed = compiled(first.get_weights(), _phase())
+    restore_optimizer(resumed.optimizer, resumed.trainable_variables, state)
+    resumed.train_on_batch(*_batch())
+    for a, b in zip(continued.get_weights(), resumed.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    assert keras.ops.convert_to_numpy(resumed.optimizer.iterations) == 2
+
+
 # ---------------------------------------------------------------- config
 
 
