@@ -69,8 +69,9 @@ class Phase:
 
     @property
     def discriminative(self) -> bool:
-        """Whether stages that train in this phase differ in learning rate."""
-        return len({self.lr_multipliers[n] for n in self.trained_names()}) > 1
+        """Whether a stage that trains in this phase has a multiplier other
+        than 1 (its rate is not the phase's rate)."""
+        return any(self.lr_multipliers[n] != 1.0 for n in self.trained_names())
 
     def trained_names(self) -> list[str]:
         """Names of the stages that train in this phase, from the head down."""
@@ -112,19 +113,19 @@ def make_phases(plan: PlanConfig, train: TrainConfig) -> list[Phase]:
     multipliers = stage_multipliers(plan)
     if plan.kind == "head":
         return [Phase("head", train.epochs, frozenset(),
-                      lr_multipliers=multipliers)]
+                      lr_multipliers=dict(multipliers))]
     if plan.kind == "full":
         return [Phase("full", train.epochs, trained_stages(plan),
-                      lr_multipliers=multipliers)]
+                      lr_multipliers=dict(multipliers))]
     return [
         Phase("head", plan.head_epochs, frozenset(),
-              lr_multipliers=multipliers),
+              lr_multipliers=dict(multipliers)),
         Phase(
             "finetune",
             train.epochs - plan.head_epochs,
             trained_stages(plan),
             plan.finetune_lr_factor,
-            multipliers,
+            dict(multipliers),
         ),
     ]
 
