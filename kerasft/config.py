@@ -58,6 +58,9 @@ PLANS = ("head", "full", "phased")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine")
 BN_MODES = ("inference", "train")
+# Names of the parts of a ResNet that `plan.lr_multipliers` may give a
+# learning-rate multiplier, from the head down (conv1 is the stem).
+STAGE_NAMES = ("head", "conv5", "conv4", "conv3", "conv2", "conv1")
 # Keras dtype-policy names (keras.mixed_precision): variables stay float32,
 # layers compute in the second half of the name.
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
@@ -165,6 +168,17 @@ class PlanConfig:
         batchnorm: `inference` keeps every BatchNorm layer frozen and in
             inference mode (the safe choice for small data); `train` lets
             BatchNorm layers of trainable stages update their statistics.
+        lr_decay_per_stage: discriminative learning rates: the head trains
+            at the phase's rate, conv5 at this factor times it, conv4 at
+            its square, ... conv1 (the stem) at its fifth power; a value in
+            (0, 1]. Defaults to `null` (every stage at the phase's rate).
+        lr_multipliers: discriminative learning rates as an explicit map
+            from stage name (`head`, `conv5` ... `conv1`) to a multiplier
+            > 0 of the phase's rate, e.g. ``{conv5: 0.5, conv4: 0.1}``.
+            The head defaults to 1; every backbone stage that trains in the
+            plan must be listed (a forgotten stage would otherwise train at
+            the full rate). At most one of the two options. Defaults to
+            `null`.
     """
 
     kind: str = field(default="phased", metadata=_choice(*PLANS))
@@ -172,6 +186,8 @@ class PlanConfig:
     unfreeze: int | str = 2
     finetune_lr_factor: float = 0.1
     batchnorm: str = field(default="inference", metadata=_choice(*BN_MODES))
+    lr_decay_per_stage: float | None = None
+    lr_multipliers: dict[str, float] | None = None
 
 
 @dataclass
@@ -305,6 +321,8 @@ def _show(value: Any, limit: int = 120) -> str:
 def _type_name(tp: Any) -> str:
     if tp is type(None):
         return "null"
+    if typing.get_origin(tp) is dict:
+        return "a mapping (e.g. {conv5: 0.5})"
     return getattr(tp, "__name__", str(tp))
 
 
@@ -318,12 +336,23 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         for option in options:
             if option is type(None):
                 continue
+            if typing.get_origin(option) is dict and isinstance(value, dict):
+                # A mapping's own error names the entry that is wrong.
+                return _coerce(value, option, where)
             try:
                 return _coerce(value, option, where)
             except ConfigError:
                 continue
         expected = " or ".join(_type_name(o) for o in options)
         raise ConfigError(f"{where}: expected {expected}. Received: {_show(value)}")
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(
+                f"{where}: expected {_type_name(tp)}. Received: {_show(value)}")
+        # Keys are names, checked by `_check` (which lists the known ones).
+        _, value_type = typing.get_args(tp)
+        return {str(k): _coerce(v, value_type, f"{where}.{k}")
+                for k, v in value.items()}
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -467,6 +496,27 @@ def _check(cfg: RunConfig, source: str) -> None:
         raise bad(
             "plan.finetune_lr_factor", p.finetune_lr_factor, "a value in (0, 1]"
         )
+    if p.lr_decay_per_stage is not None and not 0.0 < p.lr_decay_per_stage <= 1.0:
+        raise bad(
+            "plan.lr_decay_per_stage", p.lr_decay_per_stage,
+            "a value in (0, 1]: each stage below the head trains at this "
+            "factor times the stage above (e.g. 0.3; for other shapes set "
+            "plan.lr_multipliers instead)",
+        )
+    for stage, value in (p.lr_multipliers or {}).items():
+        if stage not in STAGE_NAMES:
+            raise bad(
+                "plan.lr_multipliers", {stage: value},
+                f"stage names from {', '.join(STAGE_NAMES)} (conv1 is the "
+                "stem); rename or remove the unknown one",
+            )
+        if value <= 0:
+            raise bad(
+                f"plan.lr_multipliers.{stage}", value,
+                "a multiplier > 0 of the phase's learning rate (1 = the "
+                "phase's rate; to freeze a stage, leave it out of "
+                "plan.unfreeze or set plan.kind: head)",
+            )
     if p.kind == "phased" and p.head_epochs < 1:
         raise bad("plan.head_epochs", p.head_epochs,
                   "at least 1 (epochs of the phased plan's head phase)")
@@ -502,6 +552,23 @@ def _check(cfg: RunConfig, source: str) -> None:
             "imagenet, none, or the path of an existing weights file "
             "(no such file)",
         )
+    if p.lr_decay_per_stage is not None and p.lr_multipliers is not None:
+        raise bad(
+            "plan.lr_decay_per_stage", p.lr_decay_per_stage,
+            "null when plan.lr_multipliers is set "
+            f"({_show(p.lr_multipliers)}): give one of the two, not both",
+        )
+    if p.lr_multipliers is not None:
+        missing = [f"conv{s}" for s in sorted(trained_stages(p), reverse=True)
+                   if f"conv{s}" not in p.lr_multipliers]
+        if missing:
+            raise bad(
+                "plan.lr_multipliers", p.lr_multipliers,
+                f"a multiplier for every backbone stage that trains: "
+                f"{', '.join(missing)} train(s) in this plan (plan.kind: "
+                f"{p.kind}) but is not listed; add e.g. {missing[0]}: 0.1 "
+                "(only the head defaults to 1)",
+            )
     if p.kind == "phased" and not p.head_epochs < t.epochs:
         raise bad(
             "plan.head_epochs",
@@ -509,6 +576,31 @@ def _check(cfg: RunConfig, source: str) -> None:
             f"less than train.epochs ({t.epochs}) so that both phases of "
             "the phased plan run (or set plan.kind: head or full)",
         )
+
+
+def stage_name(stage: int | str) -> str:
+    """The `STAGE_NAMES` entry of a stage: ``"head"``, or 1-5 -> ``"conv1"``
+    ... ``"conv5"`` (as `kerasft.model.stage_of` numbers them, and as
+    ``layers.json`` records them)."""
+    return "head" if stage == "head" else f"conv{stage}"
+
+
+def trained_stages(plan: PlanConfig) -> frozenset:
+    """The backbone stages (1-5; 1 = the stem conv1) that train at some
+    point of `plan`: its last phase's, since every plan unfreezes from the
+    head down and never freezes again.
+
+    Args:
+        plan: the plan section of the run config.
+
+    Returns:
+        A frozenset of stage numbers (empty for a head-only plan).
+    """
+    if plan.kind == "head":
+        return frozenset()
+    if plan.kind == "full" or plan.unfreeze == "all":
+        return frozenset(range(1, 6))
+    return frozenset(range(6 - int(plan.unfreeze), 6))
 
 
 def _yaml_children(node: yaml.Node) -> list:
@@ -613,6 +705,13 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
+def _is_mapping(tp: Any) -> bool:
+    """Whether the annotation `tp` is a dict (optionally ``| None``)."""
+    options = typing.get_args(tp) if typing.get_origin(tp) in (
+        typing.Union, types.UnionType) else (tp,)
+    return any(typing.get_origin(o) is dict for o in options)
+
+
 def _check_override_target(keys: list[str], value: Any, text: str) -> None:
     """An override must not replace a whole section with a value.
 
@@ -626,6 +725,8 @@ def _check_override_target(keys: list[str], value: Any, text: str) -> None:
             return  # unknown keys are reported by _build, with the known ones
         tp = typing.get_type_hints(cls)[k]
         if not dataclasses.is_dataclass(tp):
+            if _is_mapping(tp) and depth == len(keys) - 2:
+                return  # one entry of a map: --set plan.lr_multipliers.conv5=0.5
             if depth < len(keys) - 1:
                 raise ConfigError(
                     f"--set {text}: '{'.'.join(keys[:depth + 1])}' is a "

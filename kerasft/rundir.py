@@ -10,6 +10,7 @@ Layout (format version 1)::
                               epochs done, pid, host, heartbeat
         data.json             data source, split sizes, class names
         phases.json           the fine-tuning plan as run, with param counts
+                              and per-stage learning rates
         initial.weights.h5    weights before the first step (for --init-from)
         metrics.csv           one row per epoch
         checkpoints/epoch-NNN.weights.h5    model weights

@@ -273,9 +273,11 @@ def update_ratios(run, options: RenderOptions) -> FigureResult | None:
             fontsize=8, color="darkgreen")
     drawn = _step_lines(ax, table, kernels, options)
     medians = row_medians(table, kernels)
+    stage_notes = _stage_median_lines(ax, run, table, kernels)
     if np.any(np.isfinite(medians)):
         ax.plot(table["step"], medians, color="black", lw=2.0, ls="--",
                 label="median of trainable kernels")
+    if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="lower left", fontsize=8, framealpha=0.9)
     _mark_phases(ax, phase_start_steps(run.phases, table))
     ax.set_ylabel("||dW|| / ||W|| per step (log)")
@@ -290,11 +292,69 @@ def update_ratios(run, options: RenderOptions) -> FigureResult | None:
         "input (dark) to output (yellow); frozen layers (ratio 0) are left "
         "out. A decaying schedule drives the ratios down at the end by design."
     )
+    if stage_notes:
+        caption += (" Discriminative learning rates: the thick lines are "
+                    "each stage's median, labelled with its multiplier of "
+                    "the phase's rate.")
     return FigureResult("update_ratios", SECTION, title, caption, fig,
-                        update_ratio_note(table))
+                        update_ratio_note(table) + stage_notes)
 
 
 # ------------------------------------------------------------------ drawing
+
+
+def stage_multipliers(phases) -> dict[str, float]:
+    """The discriminative learning-rate multipliers of a run, per stage
+    that trains, from ``phases.json`` (``{}``: every stage at its phase's
+    rate, or a run that recorded none). A later phase's value wins."""
+    out: dict[str, float] = {}
+    for phase in phases or []:
+        given = phase.get("lr_multipliers") or {}
+        for name in phase.get("learning_rates") or {}:
+            if isinstance(given.get(name), (int, float)):
+                out[name] = float(given[name])
+    return out if any(m != 1 for m in out.values()) else {}
+
+
+def _stage_median_lines(ax, run, table: dict, kernels: list[str]) -> list[str]:
+    """Under discriminative learning rates: one thick median line per
+    stage, labelled with its multiplier; returns a note with each stage's
+    last median. Stages come from ``layers.json``."""
+    from matplotlib import patheffects
+
+    from kerasft.config import STAGE_NAMES, stage_name
+    from kerasft.render.structure import read_layers
+
+    multipliers = stage_multipliers(run.phases)
+    if not multipliers:
+        return []
+    stage_of = {layer.get("name"): layer.get("stage")
+                for layer in read_layers(run.path / "layers.json")
+                if isinstance(layer, dict)}
+    columns: dict[str, list[str]] = {}
+    for c in kernels:
+        stage = stage_of.get(c.rsplit("/", 1)[0])
+        if stage is not None and stage_name(stage) in multipliers:
+            columns.setdefault(stage_name(stage), []).append(c)
+    last = []
+    # Head first, then down the backbone: the order of the multipliers.
+    for k, name in enumerate(n for n in STAGE_NAMES if n in columns):
+        medians = row_medians(table, columns[name])
+        finite = np.flatnonzero(np.isfinite(medians))
+        if finite.size == 0:
+            continue
+        m = multipliers[name]
+        ax.plot(table["step"], medians, color=f"C{k}", lw=2.4,
+                marker="o" if finite.size < 3 else None,
+                path_effects=[patheffects.withStroke(linewidth=4,
+                                                     foreground="white")],
+                label=f"{name} median (lr ×{m:.3g})")
+        last.append(f"{name} ×{m:.3g}: {medians[finite[-1]]:.1e}")
+    if not last:
+        return []
+    return ["Discriminative learning rates (multiplier of the phase's rate: "
+            "median update ratio at the stage's last recorded step): "
+            + ", ".join(last) + "."]
 
 
 def _step_lines(ax, table: dict, kernels: list[str], options: RenderOptions) -> int:

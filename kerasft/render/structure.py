@@ -3,8 +3,11 @@
 Figure ``structure`` (section ``structure``), from ``layers.json`` and
 ``phases.json``: on the left a grid of stages (rows: stem conv1, conv2-conv5,
 head) by phases (columns), each cell coloured frozen / trainable and saying
-whether the stage's BatchNorm layers ran in inference mode; on the right
-each stage's parameter count per phase, trainable part over frozen part.
+whether the stage's BatchNorm layers ran in inference mode and, for runs
+that record it, the stage's starting learning rate (with its
+discriminative multiplier, `plan.lr_decay_per_stage` / `lr_multipliers`,
+when not 1); on the right each stage's parameter count per phase,
+trainable part over frozen part.
 
 The per-stage split mirrors `kerasft.model.plan.apply_phase`: the head
 always trains; a backbone stage trains when it is in the phase's
@@ -24,6 +27,7 @@ import numpy as np
 from matplotlib.colors import ListedColormap
 from matplotlib.patches import Patch
 
+from kerasft.config import stage_name
 from kerasft.errors import RunDirError
 from kerasft.render.base import (
     FigureResult,
@@ -124,6 +128,31 @@ def stage_state(row: StageRow, phase: dict) -> tuple[int, int, int, str]:
     return category, trainable, row.params - trainable, "trainable" + bn
 
 
+def stage_rate(row: StageRow, phase: dict) -> str | None:
+    """A trainable stage's starting learning rate in a phase, as text.
+
+    Args:
+        row: the stage.
+        phase: an entry of ``phases.json``; its ``learning_rates`` (per
+            stage name, trainable stages only) and ``lr_multipliers``.
+
+    Returns:
+        ``"lr 3.0e-04"``, with ``" (×0.3)"`` when the stage's multiplier
+        is not 1; None for a frozen stage or a run that recorded no rates.
+    """
+    if row.stage is None:
+        return None
+    name = stage_name(row.stage)
+    lr = (phase.get("learning_rates") or {}).get(name)
+    if not isinstance(lr, (int, float)):
+        return None
+    text = f"lr {lr:.1e}"
+    m = (phase.get("lr_multipliers") or {}).get(name)
+    if isinstance(m, (int, float)) and m != 1:
+        text += f" (×{m:.3g})"
+    return text
+
+
 def _count(n: float) -> str:
     n = float(n)
     for unit, size in (("M", 1e6), ("k", 1e3)):
@@ -164,7 +193,7 @@ def _phase_totals(phase: dict, computed: tuple[int, int]) -> tuple[int, int]:
         return computed
 
 
-def _read_layers(path: Path) -> list[dict]:
+def read_layers(path: Path) -> list[dict]:
     """The layer table; [] when the run has none (an older run).
 
     A file that exists but cannot be read raises: `render_report` shows the
@@ -198,7 +227,7 @@ def render(run, options: RenderOptions | None = None) -> list[FigureResult]:
     Returns:
         A list with one `FigureResult`, or an empty list.
     """
-    rows = stage_rows(_read_layers(Path(run.path) / "layers.json"))
+    rows = stage_rows(read_layers(Path(run.path) / "layers.json"))
     phases = [p for p in getattr(run, "phases", None) or []
               if isinstance(p, dict)]
     if not rows or not phases:
@@ -226,6 +255,9 @@ def render(run, options: RenderOptions | None = None) -> list[FigureResult]:
     )
     for i, row in enumerate(states):
         for j, (cat, trainable, frozen, text) in enumerate(row):
+            rate = stage_rate(rows[i], phases[j]) if cat != FROZEN else None
+            if rate:
+                text += "\n" + rate
             ax_grid.text(j, i, text, ha="center", va="center", fontsize=9,
                          color=CELL_TEXT_COLORS[cat])
     for j, (t, f) in enumerate(totals):
@@ -300,7 +332,10 @@ def render(run, options: RenderOptions | None = None) -> list[FigureResult]:
         "Rows: ResNet stages (1 = stem conv1, 2-5 = conv2-conv5) and the "
         "head; columns: training phases. Green cells trained in that phase; "
         "'BN inference' means the stage's BatchNorm layers used (and did not "
-        "update) their moving statistics. Bars: parameters per stage, "
+        "update) their moving statistics; 'lr' is the stage's starting "
+        "learning rate in the phase (base rate × the phase's factor × the "
+        "stage's multiplier, shown in brackets when not 1; a schedule then "
+        "scales all stages alike). Bars: parameters per stage, "
         "coloured where trainable in the phase, grey where frozen; the last "
         "row holds the phase totals from phases.json (BatchNorm moving "
         "statistics always count as frozen)."

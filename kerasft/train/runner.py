@@ -23,7 +23,9 @@ from kerasft import backend
 from kerasft.config import OptimizerConfig, RunConfig, save_config
 from kerasft.data import Batches, DataSplits, default_workers, load_splits
 from kerasft.errors import NonFiniteError
+from kerasft.backend.lr_multipliers import set_lr_multipliers
 from kerasft.model import apply_phase, build_model, make_phases
+from kerasft.model.plan import Phase, variable_lr_multipliers
 from kerasft.rundir import (
     FORMAT_VERSION,
     atomic_path,
@@ -77,6 +79,30 @@ def make_optimizer(
     if cfg.name == "adam":
         return keras.optimizers.Adam(**common)
     return keras.optimizers.AdamW(**common)
+
+
+def phase_optimizer(
+    cfg: OptimizerConfig, phase: Phase, model: keras.Model, total_steps: int
+) -> keras.optimizers.Optimizer:
+    """The optimizer of one phase: `make_optimizer` at the phase's rate,
+    each stage's variables scaled by the phase's multipliers (plan options
+    ``lr_decay_per_stage`` / ``lr_multipliers``; see
+    `kerasft.backend.lr_multipliers`).
+
+    Args:
+        cfg: the optimizer section of the run config.
+        phase: the phase about to be trained.
+        model: the model, with its layers' stage names.
+        total_steps: training steps of the phase (the schedule's length).
+
+    Returns:
+        An optimizer for `model.compile`.
+    """
+    optimizer = make_optimizer(cfg, phase.lr_factor, total_steps)
+    multipliers = variable_lr_multipliers(model, phase)
+    if any(m != 1.0 for m in multipliers.values()):
+        set_lr_multipliers(optimizer, multipliers)
+    return optimizer
 
 
 def weights_fingerprint(model: keras.Model) -> str:
@@ -469,6 +495,11 @@ def train(
                     "epochs": phase.epochs,
                     "stages": sorted(phase.stages),
                     "lr_factor": phase.lr_factor,
+                    # per stage name; the learning rates are the training
+                    # stages' starting rates (a schedule scales all alike)
+                    "lr_multipliers": phase.lr_multipliers,
+                    "learning_rates": phase.stage_learning_rates(
+                        cfg.optimizer.learning_rate),
                     "batchnorm": cfg.plan.batchnorm,
                     "params": counts,
                 }
@@ -480,9 +511,8 @@ def train(
                 f"{counts['frozen']:,} non-trainable parameters"
             )
             model.compile(
-                optimizer=make_optimizer(
-                    cfg.optimizer,
-                    phase.lr_factor,
+                optimizer=phase_optimizer(
+                    cfg.optimizer, phase, model,
                     phase.epochs * train_batches.num_batches,
                 ),
                 loss=keras.losses.SparseCategoricalCrossentropy(
