@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -61,6 +62,9 @@ BN_MODES = ("inference", "train")
 # Keras dtype-policy names (keras.mixed_precision): variables stay float32,
 # layers compute in the second half of the name.
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+
+
+_EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 def _choice(*choices: str) -> dict:
@@ -356,6 +360,10 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif tp is float:
+        if isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value.strip()):
+            # YAML 1.1 (PyYAML) reads 1e-5 as a string; it is a number
+            # (and what Python prints for 0.00001, so --lr 1e-5 sends it).
+            value = float(value)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if not math.isfinite(value):
                 raise ConfigError(
