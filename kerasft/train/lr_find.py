@@ -18,7 +18,9 @@ The rule (`RULE`, `suggest`): the smoothed loss is a Gaussian average over
 `smoothing` decades of learning rate on each side of each point (centred,
 so it does not lag behind the raw loss as a running average would, which
 would shift the suggestion to higher rates); the suggestion is the learning
-rate where that curve falls fastest per decade, before its minimum. The
+rate where that curve falls fastest per decade on the descent that ends in
+its minimum (the stretch left of the minimum over which the curve only
+falls: a noisy start or an earlier bump is not it). The
 steepest descent is where a step of training gains most per step, and it
 lies well below the rate where the loss turns and diverges; the rate at the
 minimum itself is already at the edge of divergence. A curve that never
@@ -67,7 +69,8 @@ MIN_POINTS = 8
 MIN_DROP = 0.05
 RULE = (
     "steepest descent: the rate where the smoothed loss (Gaussian over "
-    f"+-{SMOOTH_DECADES:g} decade) falls fastest, before its minimum"
+    f"+-{SMOOTH_DECADES:g} decade) falls fastest on its descent into its "
+    "minimum"
 )
 
 
@@ -177,7 +180,12 @@ def suggest(lrs, smoothed, stopped: str = "diverged") -> tuple[float | None, str
             "range higher (start_lr) if the loss diverged early.")
     x, s = np.log10(lrs[ok]), s[ok]
     low = int(np.argmin(s))
-    drop = (s[0] - s[low]) / max(abs(s[0]), 1e-12)
+    # The descent into the minimum: back from it while the loss keeps
+    # rising. A bump or noisy start further left is not that descent.
+    top = low
+    while top > 0 and s[top - 1] >= s[top]:
+        top -= 1
+    drop = (s[top] - s[low]) / max(abs(s[top]), 1e-12)
     if low <= 1:
         return None, (
             f"no suggestion: the smoothed loss only rose from the first "
@@ -185,7 +193,7 @@ def suggest(lrs, smoothed, stopped: str = "diverged") -> tuple[float | None, str
     if drop < MIN_DROP:
         return None, (
             f"no suggestion: flat curve, the smoothed loss fell only "
-            f"{drop:.1%} below its start (the rule needs {MIN_DROP:.0%}). "
+            f"{drop:.1%} into its minimum (the rule needs {MIN_DROP:.0%}). "
             "Widen the range, run more steps, or check that the phase has "
             "layers to train.")
     if low == n - 1 and stopped == "end of range":
@@ -193,12 +201,17 @@ def suggest(lrs, smoothed, stopped: str = "diverged") -> tuple[float | None, str
             f"no suggestion: the loss was still falling at the end of the "
             f"range ({lrs[ok][-1]:.3g}), so where it turns is unknown. "
             "Raise end_lr.")
-    slope = np.gradient(s[: low + 1], x[: low + 1])
-    j = int(np.argmin(slope))
+    if low - top < 2:
+        return None, (
+            f"no suggestion: the descent into the minimum has "
+            f"{low - top + 1} point(s); the rule needs 3. Run more steps.")
+    slope = np.gradient(s[top: low + 1], x[top: low + 1])
+    j = top + int(np.argmin(slope))
+    steepest = -float(slope[j - top])
     lr = float(lrs[ok][j])
     return lr, (
         f"steepest descent at {lr:.3g}: the smoothed loss falls "
-        f"{-slope[j]:.3g} per decade there; its minimum "
+        f"{steepest:.3g} per decade there; its minimum "
         f"{s[low]:.4g} is at {lrs[ok][low]:.3g}")
 
 
@@ -430,7 +443,9 @@ def phase_lr_find(cfg, model: keras.Model, splits, phase, phase_index: int,
         "phase": phase.name,
         "phase_number": phase_index + 1,
         "stages": sorted(phase.stages),
-        "batchnorm": cfg.plan.batchnorm,
+        # as apply_phase sets it: BatchNorm trains only in trainable stages
+        "batchnorm": ("train" if phase.stages and cfg.plan.batchnorm
+                      == "train" else "inference"),
         "optimizer": cfg.optimizer.name,
         "params": counts,
         "weights": weights,
