@@ -19,6 +19,8 @@ _LAZY = {
     "splits_from_arrays": "kerasft.data",
     "build_model": "kerasft.model",
     "train": "kerasft.train",
+    "lr_find": "kerasft.train.lr_find",
+    "LRFindResult": "kerasft.train.lr_find",
     "EpochCheckpoint": "kerasft.train",
     "MetricsLogger": "kerasft.train",
     "load_run": "kerasft.record.store",

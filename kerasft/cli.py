@@ -86,6 +86,85 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"Error: {message}. See '{self.prog} --help'.\n")
 
 
+def _lr_value(text: str):
+    """--lr: a number or ``auto`` (a range test per phase picks it)."""
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number or auto. Received: {text!r}") from None
+
+
+def _add_run_flags(p: argparse.ArgumentParser, own: str) -> None:
+    """The config, data and size flags `train` and `lr-find` share."""
+    p.add_argument(
+        "--config",
+        "-c",
+        help=(
+            "YAML config file, or the name of a shipped config (quickstart, "
+            "linear_probe, full_finetune, cifar10_resnet50). "
+            f"Default: {DEFAULT_CONFIG} (with {own}: the run's own)"
+        ),
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any config key, e.g. --set train.epochs=3 (repeatable)",
+    )
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        help="Keras backend to use (default: KERAS_BACKEND, else tensorflow)",
+    )
+    p.add_argument(
+        "--init-from",
+        metavar="RUN_DIR_OR_FILE",
+        help=(
+            "start from exactly these weights: a run directory (its "
+            "initial.weights.h5) or a weights file; for comparing backends"
+        ),
+    )
+    p.add_argument(
+        "--deterministic",
+        action="store_true",
+        help=(
+            "turn on the backend's deterministic ops (and say what could not "
+            "be made deterministic); same as --set train.deterministic=true"
+        ),
+    )
+    g = p.add_argument_group("shorthands for config keys")
+    g.add_argument("--epochs", type=int, help="train.epochs")
+    g.add_argument("--steps-per-epoch", type=int, help="train.steps_per_epoch")
+    g.add_argument("--batch-size", type=int, help="data.batch_size")
+    g.add_argument("--image-size", type=int, help="data.image_size")
+    g.add_argument("--max-train-images", type=int, help="data.max_train_images")
+    g.add_argument("--max-test-images", type=int, help="data.max_test_images")
+    g.add_argument(
+        "--workers", type=int,
+        help="data.workers: threads building batches (default: one per core)",
+    )
+    g.add_argument("--arch", help="model.arch, e.g. resnet50 or resnet50v2")
+    g.add_argument(
+        "--weights", help="model.weights: imagenet, none or a weights file"
+    )
+    g.add_argument("--plan", help="plan.kind: head, full or phased")
+    g.add_argument("--lr", type=_lr_value,
+                   help="optimizer.learning_rate: a number, or auto (an LR "
+                   "range test at the start of each phase picks it)")
+    g.add_argument("--optimizer", help="optimizer.name: sgd, adam or adamw")
+    g.add_argument(
+        "--precision",
+        help="train.precision: float32, mixed_bfloat16 or mixed_float16",
+    )
+    g.add_argument("--seed", type=int, help="seed")
+    g.add_argument("--name", help="run name (part of the run directory name)")
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="kerasft",
@@ -111,15 +190,7 @@ def _build_parser() -> argparse.ArgumentParser:
             "model and test metrics."
         ),
     )
-    t.add_argument(
-        "--config",
-        "-c",
-        help=(
-            "YAML config file, or the name of a shipped config (quickstart, "
-            "linear_probe, full_finetune, cifar10_resnet50). "
-            f"Default: {DEFAULT_CONFIG} (with --resume: the run's own)"
-        ),
-    )
+    _add_run_flags(t, "--resume")
     t.add_argument(
         "--resume",
         metavar="RUN_DIR",
@@ -130,65 +201,43 @@ def _build_parser() -> argparse.ArgumentParser:
             "config.yaml"
         ),
     )
-    t.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override any config key, e.g. --set train.epochs=3 (repeatable)",
-    )
     t.add_argument("--out", help="parent folder of run dirs (default: runs)")
-    t.add_argument(
-        "--backend",
-        choices=BACKENDS,
-        help="Keras backend to use (default: KERAS_BACKEND, else tensorflow)",
-    )
-    t.add_argument(
-        "--init-from",
-        metavar="RUN_DIR_OR_FILE",
-        help=(
-            "start from exactly these weights: a run directory (its "
-            "initial.weights.h5) or a weights file; for comparing backends"
-        ),
-    )
-    t.add_argument(
-        "--deterministic",
-        action="store_true",
-        help=(
-            "turn on the backend's deterministic ops (and say what could not "
-            "be made deterministic); same as --set train.deterministic=true"
-        ),
-    )
     t.add_argument(
         "--no-report",
         action="store_true",
         help="do not render the HTML report at the end",
     )
-    g = t.add_argument_group("shorthands for config keys")
-    g.add_argument("--epochs", type=int, help="train.epochs")
-    g.add_argument("--steps-per-epoch", type=int, help="train.steps_per_epoch")
-    g.add_argument("--batch-size", type=int, help="data.batch_size")
-    g.add_argument("--image-size", type=int, help="data.image_size")
-    g.add_argument("--max-train-images", type=int, help="data.max_train_images")
-    g.add_argument("--max-test-images", type=int, help="data.max_test_images")
-    g.add_argument(
-        "--workers", type=int,
-        help="data.workers: threads building batches (default: one per core)",
+    f = sub.add_parser(
+        "lr-find",
+        help="LR range test: which learning rate for a phase",
+        description=(
+            "Train a plan phase for a bounded number of steps while the "
+            "learning rate grows exponentially, on the same model, data "
+            "and phase as train, then put everything back; write a plot "
+            "of the loss against the rate with the suggested rate, and "
+            "its numbers as JSON. Takes train's config and flags."
+        ),
     )
-    g.add_argument("--arch", help="model.arch, e.g. resnet50 or resnet50v2")
-    g.add_argument(
-        "--weights", help="model.weights: imagenet, none or a weights file"
+    _add_run_flags(f, "--from")
+    f.add_argument("--phase", type=int, default=1,
+                   help="plan phase to test, 1-based (default: 1)")
+    f.add_argument(
+        "--from", dest="from_run", metavar="RUN_DIR",
+        help=(
+            "start from a run's weights at the start of --phase (its "
+            "initial weights for phase 1, else the checkpoint at the end "
+            "of the phase before); default: the config's model.weights, "
+            "as if earlier phases had not run"
+        ),
     )
-    g.add_argument("--plan", help="plan.kind: head, full or phased")
-    g.add_argument("--lr", type=float, help="optimizer.learning_rate")
-    g.add_argument("--optimizer", help="optimizer.name: sgd, adam or adamw")
-    g.add_argument(
-        "--precision",
-        help="train.precision: float32, mixed_bfloat16 or mixed_float16",
-    )
-    g.add_argument("--seed", type=int, help="seed")
-    g.add_argument("--name", help="run name (part of the run directory name)")
+    f.add_argument("--out", help="output folder (default: a new "
+                   "lr_find/<date-time>-<name>-phase-N-<backend>)")
+    f.add_argument("--steps", type=int,
+                   help="lr_find.steps: most steps of the test (default: "
+                   "100, or one pass over the training images if fewer, "
+                   "at least 30)")
+    f.add_argument("--start-lr", type=float, help="lr_find.start_lr (1e-7)")
+    f.add_argument("--end-lr", type=float, help="lr_find.end_lr (10)")
     r = sub.add_parser(
         "report",
         help="render a run's figures and HTML report",
@@ -436,6 +485,121 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _start_weights(run_dir: str, index: int, phases: list) -> tuple[str, str]:
+    """--from: the weights file phase `index` (0-based) starts from in
+    that run, and its description."""
+    from kerasft.rundir import checkpoint_file
+
+    run = Path(os.path.expanduser(run_dir))
+    if index == 0:
+        file, what = run / "initial.weights.h5", "initial weights"
+    else:
+        epoch = sum(p.epochs for p in phases[:index])
+        file = checkpoint_file(run / "checkpoints", epoch, "weights.h5")
+        what = (f"weights at the end of phase {index} "
+                f"({phases[index - 1].name}, epoch {epoch})")
+    if not file.is_file():
+        raise ConfigError(
+            f"--from: expected a run directory holding {file.relative_to(run)}"
+            f" (its {what}). Received: {run_dir!r}"
+            + ("" if run.is_dir() else " (no such directory)"))
+    return str(file), f"{run.name}'s {what}"
+
+
+def _lr_find(args: argparse.Namespace) -> int:
+    from kerasft.config import load_config
+    from kerasft.rundir import check_parent, create_run_dir, write_json
+
+    if args.from_run and args.init_from:
+        raise ConfigError(
+            "lr-find: --from and --init-from both choose the starting "
+            f"weights; give one. Received: --from {args.from_run} "
+            f"--init-from {args.init_from}")
+    if args.from_run and not args.config:
+        path = Path(os.path.expanduser(args.from_run)) / "config.yaml"
+        if not path.is_file():
+            raise ConfigError(
+                "--from: expected a run directory with config.yaml. "
+                f"Received: {args.from_run!r}")
+    else:
+        path = resolve_config(args.config or DEFAULT_CONFIG)
+    overrides = _overrides(args)
+    for flag, key in (("steps", "steps"), ("start_lr", "start_lr"),
+                      ("end_lr", "end_lr")):
+        if getattr(args, flag) is not None:
+            overrides.append(f"lr_find.{key}={getattr(args, flag)}")
+    if args.init_from:
+        overrides.append(f"model.weights={_init_weights(args.init_from)}")
+    cfg = load_config(path, overrides)
+    from kerasft.model.plan import make_phases
+
+    phases = make_phases(cfg.plan, cfg.train)
+    if not 1 <= args.phase <= len(phases):
+        raise ConfigError(
+            f"--phase: expected 1 to {len(phases)} (the {cfg.plan.kind} "
+            f"plan's phases: {', '.join(p.name for p in phases)}). "
+            f"Received: {args.phase}")
+    index = args.phase - 1
+    if args.from_run:
+        weights_file, weights = _start_weights(args.from_run, index, phases)
+    else:
+        weights_file = None
+        weights = f"the config's initial weights (model.weights: {cfg.model.weights})"
+        if index:
+            weights += (f", not those phase {index} would leave; --from "
+                        "RUN_DIR starts from a run's")
+    out = check_parent(args.out or "lr_find")
+    _choose_backend(args.backend)
+    _check_backend_installed()
+    from kerasft import backend
+
+    if cfg.train.deterministic and "keras" not in sys.modules:
+        backend.prepare_determinism()
+    backend.keep_tensorflow_unloaded()
+    from kerasft.data import load_splits
+    from kerasft.model import build_model
+    from kerasft.render.lr_find import save_plot
+    from kerasft.train.lr_find import phase_lr_find, result_name
+
+    if cfg.train.deterministic:
+        backend.enable_determinism()
+    backend.seed_everything(cfg.seed)
+    splits = load_splits(cfg.data, cfg.seed)
+    model = build_model(cfg.model, splits.num_classes, cfg.data.image_size,
+                        precision=cfg.train.precision)
+    if weights_file:
+        try:
+            model.load_weights(weights_file)
+        except (ValueError, KeyError) as e:
+            raise ConfigError(
+                f"--from: {weights_file} does not fit the config's model "
+                f"({cfg.model.arch}, {splits.num_classes} classes): {e}. "
+                "Leave --config out to use the run's own.") from None
+    phase = phases[index]
+    print(f"kerasft: LR range test for phase {args.phase} "
+          f"({phase.describe()}) on {splits.description}, backend "
+          f"{backend.name()}, from {weights}")
+    result = phase_lr_find(cfg, model, splits, phase, index, weights,
+                           verbose=True)
+    if args.out is None:
+        out = create_run_dir(out, f"{cfg.name}-phase-{args.phase}",
+                             backend.name())
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / result_name(index, phase.name)
+    write_json(stem.with_suffix(".json"), result.to_dict())
+    save_plot(result.to_dict(), stem.with_suffix(".png"))
+    print(f"kerasft: {len(result.losses)} steps in {result.seconds:.0f} s; "
+          f"stopped: {result.stopped}")
+    if result.suggestion is None:
+        print(f"kerasft: {result.note}")
+    else:
+        print(f"kerasft: suggested learning rate for phase {args.phase} "
+              f"({phase.name}): {result.suggestion:.3g} ({result.note})")
+    print(f"kerasft: plot {stem.with_suffix('.png')}; numbers "
+          f"{stem.with_suffix('.json')}")
+    return 0
+
+
 def _num_classes(result) -> int:
     from kerasft.rundir import read_json
 
@@ -459,6 +623,8 @@ def main(argv: list[str] | None = None) -> int:
             return _train(args)
         if args.command == "report":
             return _report(args)
+        if args.command == "lr-find":
+            return _lr_find(args)
         if args.command == "compare":
             return _compare(args)
     except KerasftError as e:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -64,6 +65,9 @@ STAGE_NAMES = ("head", "conv5", "conv4", "conv3", "conv2", "conv1")
 # Keras dtype-policy names (keras.mixed_precision): variables stay float32,
 # layers compute in the second half of the name.
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+
+
+_EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 def _choice(*choices: str) -> dict:
@@ -196,7 +200,11 @@ class OptimizerConfig:
 
     Args:
         name: `sgd` (with momentum), `adam` or `adamw`.
-        learning_rate: base learning rate.
+        learning_rate: base learning rate, or `auto`: each phase first
+            runs the learning-rate range test (`lr_find:` section,
+            `kerasft.train.lr_find`) from the weights it starts from, and
+            trains at the rate it suggests (the phase's `lr_factor` is then
+            not applied: the test measured that phase).
         momentum: SGD momentum.
         weight_decay: decoupled weight decay (0 = off).
         schedule: `constant` or `cosine` (cosine decay over each phase).
@@ -204,11 +212,30 @@ class OptimizerConfig:
     """
 
     name: str = field(default="sgd", metadata=_choice(*OPTIMIZERS))
-    learning_rate: float = 0.01
+    learning_rate: float | str = 0.01
     momentum: float = 0.9
     weight_decay: float = 0.0
     schedule: str = field(default="constant", metadata=_choice(*SCHEDULES))
     clipnorm: float | None = None
+
+
+@dataclass
+class LRFindConfig:
+    """The learning-rate range test (`kerasft lr-find`,
+    `optimizer.learning_rate: auto`); see `kerasft.train.lr_find`.
+
+    Args:
+        steps: the most steps of one test (`null`: 100, or one pass over
+            the training images if that is fewer, but at least 30:
+            repeating batches lets the loss fall from memorising them).
+            Defaults to `None`.
+        start_lr: the first rate. Defaults to `1e-7`.
+        end_lr: the last rate. Defaults to `10.0`.
+    """
+
+    steps: int | None = None
+    start_lr: float = 1e-7
+    end_lr: float = 10.0
 
 
 @dataclass
@@ -291,7 +318,8 @@ class RunConfig:
         name: run name, used in the run directory's name.
         seed: seeds data order, augmentation, the probe set and random init
             (0 to 2**32 - 1).
-        data, model, plan, optimizer, train, record: the sections above.
+        data, model, plan, optimizer, train, record, lr_find: the
+            sections above.
     """
 
     name: str = "run"
@@ -303,6 +331,7 @@ class RunConfig:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     record: RecordConfig = field(default_factory=RecordConfig)
+    lr_find: LRFindConfig = field(default_factory=LRFindConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """The config as plain data (the inverse of `from_dict`)."""
@@ -360,6 +389,10 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif tp is float:
+        if isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value.strip()):
+            # YAML 1.1 (PyYAML) reads 1e-5 as a string; it is a number
+            # (and what Python prints for 0.00001, so --lr 1e-5 sends it).
+            value = float(value)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if not math.isfinite(value):
                 raise ConfigError(
@@ -460,8 +493,18 @@ def _check(cfg: RunConfig, source: str) -> None:
         raise bad("model.dropout", m.dropout, "a rate in [0, 1)")
     if m.bn_momentum is not None and not 0.0 <= m.bn_momentum < 1.0:
         raise bad("model.bn_momentum", m.bn_momentum, "a value in [0, 1)")
-    if o.learning_rate <= 0:
-        raise bad("optimizer.learning_rate", o.learning_rate, "a value > 0")
+    if isinstance(o.learning_rate, str) and o.learning_rate != "auto":
+        raise bad("optimizer.learning_rate", o.learning_rate,
+                  "a number > 0 or auto")
+    if not isinstance(o.learning_rate, str) and o.learning_rate <= 0:
+        raise bad("optimizer.learning_rate", o.learning_rate,
+                  "a value > 0 (or auto)")
+    f = cfg.lr_find
+    if f.steps is not None and f.steps < 2:
+        raise bad("lr_find.steps", f.steps, "at least 2 or null")
+    if not 0 < f.start_lr < f.end_lr:
+        raise bad("lr_find.start_lr", f.start_lr,
+                  f"a value > 0 and below lr_find.end_lr ({f.end_lr:g})")
     if not 0.0 <= o.momentum < 1.0:
         raise bad("optimizer.momentum", o.momentum, "a value in [0, 1)")
     if o.weight_decay < 0:

@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 SECTIONS = (
     ("curves", "Is it learning? Loss and accuracy"),
     ("structure", "What was trained: structure and freezing"),
+    ("lr_find", "Which learning rate? The LR range test"),
     ("gradients", "Are the gradients and the learning rate healthy?"),
     ("weights", "Which layers moved?"),
     ("batchnorm", "BatchNorm statistics"),

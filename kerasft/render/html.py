@@ -104,6 +104,18 @@ def _error_box(status: dict) -> str:
             f"{_e(error)}{rows}</div>")
 
 
+def _learning_rates(cfg: dict, phases) -> str:
+    """The configured rate and, per phase, the rate it trained at."""
+    opt = cfg.get("optimizer", {})
+    per_phase = ", ".join(
+        f"{p.get('name')} {_fmt(p['learning_rate'])}"
+        + (" (LR range test)" if p.get("lr_find") else "")
+        for p in phases or []
+        if isinstance(p, dict) and p.get("learning_rate") is not None)
+    text = f"{opt.get('learning_rate', '?')} ({opt.get('name', '?')})"
+    return f"{text}; per phase: {per_phase}" if per_phase else text
+
+
 def build_html(run, figures: list[FigureResult], warnings: list[str],
                render_seconds: float) -> str:
     """The page: a summary, then one section per `SECTIONS` entry."""
@@ -123,6 +135,7 @@ def build_html(run, figures: list[FigureResult], warnings: list[str],
                   f"{cfg.get('plan', {}).get('kind', '?')}"),
         ("data", f"{data.get('description', '?')}; sizes "
                  f"{json.dumps(data.get('sizes', {}))}"),
+        ("learning rate", _learning_rates(cfg, run.phases)),
         ("seed", env.get("seed", cfg.get("seed", "?"))),
         ("status", f"{status.get('state', '?')}, {status.get('epochs_done', '?')} "
                    f"epoch(s), {status.get('seconds', '?')} s"),

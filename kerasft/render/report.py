@@ -28,6 +28,7 @@ from kerasft.render.html import build_html
 FIGURE_MODULES = (
     "curves",
     "structure",
+    "lr_find",
     "gradients",
     "weights",
     "batchnorm",

@@ -6,6 +6,7 @@ config or an offline download leaves no half-made run directory behind.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -103,6 +104,60 @@ def phase_optimizer(
     if any(m != 1.0 for m in multipliers.values()):
         set_lr_multipliers(optimizer, multipliers)
     return optimizer
+
+
+def compile_phase(model: keras.Model, cfg: RunConfig,
+                  optimizer: keras.optimizers.Optimizer) -> None:
+    """Compiles `model` as every phase (and its range test) trains it."""
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+        jit_compile=cfg.train.jit_compile,
+    )
+
+
+def _auto_learning_rate(cfg: RunConfig, model: keras.Model,
+                        splits: DataSplits, phases: list, index: int,
+                        run_dir: Path, inside: bool) -> tuple[float, str]:
+    """`optimizer.learning_rate: auto`: the phase's range test, from the
+    weights the model holds now (the earlier phases' result), saved as
+    ``lr_find/phase-N-<name>.json`` and ``.png``; returns (rate, json path
+    relative to the run). A run resumed inside the phase reuses its test."""
+    from kerasft.errors import KerasftError
+    from kerasft.render.lr_find import save_plot
+    from kerasft.rundir import read_json
+    from kerasft.train.lr_find import phase_lr_find, result_name
+
+    phase = phases[index]
+    rel = f"lr_find/{result_name(index, phase.name)}.json"
+    path = run_dir / rel
+    if inside and path.is_file():
+        suggestion = read_json(path).get("suggestion")
+        if isinstance(suggestion, float):
+            return suggestion, rel
+    weights = (f"the run's initial weights (model.weights: "
+               f"{cfg.model.weights})" if index == 0 else
+               f"this run's weights at the end of phase {index} "
+               f"({phases[index - 1].name}, epoch "
+               f"{sum(p.epochs for p in phases[:index])})")
+    print(f"kerasft: LR range test for phase {index + 1} ({phase.name}), "
+          f"from {weights}")
+    result = phase_lr_find(cfg, model, splits, phase, index, weights,
+                           verbose=True)
+    path.parent.mkdir(exist_ok=True)
+    write_json(path, result.to_dict())
+    save_plot(result.to_dict(), path.with_suffix(".png"))
+    print(f"kerasft: LR range test, phase {index + 1} ({phase.name}): "
+          f"{result.note} ({len(result.losses)} steps, "
+          f"{result.seconds:.0f} s; plot {path.with_suffix('.png')})")
+    if result.suggestion is None:
+        raise KerasftError(
+            f"optimizer.learning_rate auto: the LR range test of phase "
+            f"{index + 1} ({phase.name}) gives no rate ({result.note}); "
+            f"see {path.with_suffix('.png')}. Set optimizer.learning_rate "
+            "(--lr) to a number.")
+    return result.suggestion, rel
 
 
 def weights_fingerprint(model: keras.Model) -> str:
@@ -365,7 +420,7 @@ def _failed_nonfinite(e: NonFiniteError, cfg: RunConfig, run_dir: Path,
     message = (
         f"training stopped: {e} The run directory {run_dir} {kept}. "
         "Lower optimizer.learning_rate (now "
-        f"{cfg.optimizer.learning_rate:g}) or set optimizer.clipnorm; "
+        f"{cfg.optimizer.learning_rate}) or set optimizer.clipnorm; "
         "if the input was non-finite, fix the data."
     )
     status.update(state="failed", error=message, fault=e.fault)
@@ -487,6 +542,15 @@ def train(
             if resuming and phase_index < resuming.phase_index:
                 continue  # over before the checkpoint
             first_epoch = sum(p.epochs for p in phases[:phase_index])
+            opt_cfg, found = cfg.optimizer, None
+            if cfg.optimizer.learning_rate == "auto":
+                found = _auto_learning_rate(
+                    cfg, model, splits, phases, phase_index, run_dir,
+                    inside=epoch > first_epoch)
+                opt_cfg = dataclasses.replace(cfg.optimizer,
+                                              learning_rate=found[0])
+                # the test measured this very phase: no factor on top
+                phase = dataclasses.replace(phase, lr_factor=1.0)
             counts = apply_phase(model, phase, cfg.plan.batchnorm)
             phase_records.append(
                 {
@@ -495,11 +559,13 @@ def train(
                     "epochs": phase.epochs,
                     "stages": sorted(phase.stages),
                     "lr_factor": phase.lr_factor,
+                    "learning_rate": opt_cfg.learning_rate * phase.lr_factor,
+                    "lr_find": found[1] if found else None,
                     # per stage name; the learning rates are the training
                     # stages' starting rates (a schedule scales all alike)
                     "lr_multipliers": phase.lr_multipliers,
                     "learning_rates": phase.stage_learning_rates(
-                        cfg.optimizer.learning_rate),
+                        opt_cfg.learning_rate),
                     "batchnorm": cfg.plan.batchnorm,
                     "params": counts,
                 }
@@ -510,17 +576,9 @@ def train(
                 f"{counts['trainable']:,} trainable / "
                 f"{counts['frozen']:,} non-trainable parameters"
             )
-            model.compile(
-                optimizer=phase_optimizer(
-                    cfg.optimizer, phase, model,
-                    phase.epochs * train_batches.num_batches,
-                ),
-                loss=keras.losses.SparseCategoricalCrossentropy(
-                    from_logits=True
-                ),
-                metrics=["accuracy"],
-                jit_compile=cfg.train.jit_compile,
-            )
+            compile_phase(model, cfg, phase_optimizer(
+                opt_cfg, phase, model,
+                phase.epochs * train_batches.num_batches))
             # fit must not draw a batch from the workers' queue to build
             # the compiled metrics (it would skip batch 0 on torch and jax)
             backend.build_compiled_state(model, train_batches[0])
