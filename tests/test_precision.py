@@ -192,7 +192,12 @@ def test_float16_run_trains_with_loss_scaling(tmp_path_factory):
     effect, and the recorded gradient norms are the unscaled ones."""
     import keras
 
-    run = _train(tmp_path_factory, "mixed_float16")
+    # only what this test reads: the gradient recorders, no report
+    run = _train(tmp_path_factory, "mixed_float16", "--no-report",
+                 *[a for k in ("weights", "update_ratios", "activations",
+                               "embeddings", "batchnorm", "feature_maps",
+                               "tensorboard")
+                   for a in ("--set", f"record.{k}=false")])
     from kerasft import load_run
 
     env = load_run(run).env

@@ -213,6 +213,8 @@ def test_gradient_norms_are_the_gradients_sgd_applied(tmp_path):
     assert len(model.optimizer.variables) == n_opt_vars
 
 
+@pytest.mark.slow  # CI time; test_resume kills during a checkpoint write,
+# then checks the store loads and resumes, in every env
 def test_kill_9_leaves_a_readable_store(tmp_path):
     """SIGKILL mid-run: every finished epoch stays readable."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")

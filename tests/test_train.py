@@ -71,6 +71,7 @@ def test_quickstart_tiny_end_to_end(cli, tmp_path, backend_name):
         weights(run / "checkpoints/epoch-002.weights.h5", "head")[0], final)
     # a second run never overwrites the first
     r2 = cli(["train", "-c", "quickstart", "--epochs", "1", *TINY,
+              "--no-report", "--set", "record.enabled=false",
               "--out", tmp_path])
     assert r2.code == 0
     assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 2
