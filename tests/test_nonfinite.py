@@ -206,11 +206,16 @@ def test_json_files_are_strict(tmp_path):
 
 
 def test_exploded_loss_gets_no_fitting_advice():
-    from kerasft.render.curves import diagnose_curves
+    from types import SimpleNamespace
 
-    notes = diagnose_curves({
+    from kerasft.render.diagnose import diagnose
+
+    run = SimpleNamespace(metrics={
         "epoch": np.array([1.0, 2.0]), "loss": np.array([2.3, 7.7e31]),
         "accuracy": np.array([0.1, 0.1]), "val_loss": np.array([3.0, 1e30]),
     })
-    assert notes and notes[0].startswith("diverged: training loss grew")
-    assert not any("raise the learning rate" in n for n in notes)
+    findings = diagnose(run)
+    assert [f.id for f in findings if f.severity != "info"] == ["diverged"]
+    assert findings[0].message.startswith("diverged: the training loss "
+                                          "exploded")
+    assert not any("raise the learning rate" in f.text() for f in findings)

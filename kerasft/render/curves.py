@@ -124,8 +124,9 @@ def render(run, options: RenderOptions | None = None) -> list[FigureResult]:
     notes = [f.message for f in findings if f.id in CURVE_FINDINGS]
     few = [e.what for f in findings if f.id == "too_few_points"
            for e in f.evidence if e.what.startswith("over-/under-fitting")]
+    notes += few
     if not notes:
-        notes = few or ["no fit problem found in these curves"]
+        notes = ["no fit problem found in these curves"]
 
     has_acc = acc is not None or val_acc is not None
     fig = new_figure(11, 6)

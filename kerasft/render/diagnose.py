@@ -140,7 +140,8 @@ SUPPRESSES = {
     "overfitting": {"underfitting", "still_improving",
                     "possible_overfitting"},
     "underfitting": {"still_improving"},
-    "lr_too_low": {"never_moved", "still_improving"},
+    # the rate is the cause; under-fitting and still layers its symptoms
+    "lr_too_low": {"never_moved", "still_improving", "underfitting"},
 }
 
 
@@ -1130,7 +1131,7 @@ def _rule_predictions(ctx: _Context) -> list[Finding]:
     out = confusion_findings(cm, names)
     if loss is not None:
         worst = np.argsort(-loss)[:24]
-        confident = int(np.sum(probs[worst].max(1) > 0.9
+        confident = int(np.sum((probs[worst].max(1) > 0.9)
                                & (probs[worst].argmax(1) != labels[worst])))
         if confident:
             out.append(Finding(
