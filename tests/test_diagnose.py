@@ -301,7 +301,7 @@ def test_report_page_shows_findings_first(tmp_path):
     save_config(RunConfig(), path / "config.yaml")
     report = render_report(path)
     page = report.index.read_text()
-    assert ids(report.findings) == ["lr_too_high"]
+    assert ids(problems(report.findings)) == ["lr_too_high"]
     first = page.index("data-finding='lr_too_high'")
     assert first < page.index("test accuracy") < page.index("<figure")
     assert "What to do:" in page and "&gt; 1e-01" in page
@@ -323,11 +323,12 @@ def _train_in_process(tmp_path, args, monkeypatch=None):
     old = os.getcwd()
     os.chdir(REPO)
     try:
+        # Only the recorders the rules under test read: a third of the time.
+        off = [f"record.{k}=false" for k in (
+            "weights", "activations", "embeddings", "probe_gradients",
+            "feature_maps", "tensorboard")]
         r = run_cli(["train", "-c", "quickstart", "--epochs", "1", *TINY,
-                     "--set", "record.embedding_size=8",
-                     "--set", "record.probe_size=4",
-                     "--set", "record.feature_maps=false",
-                     "--set", "record.tensorboard=false",
+                     *[a for k in off for a in ("--set", k)],
                      "--no-report", "--out", tmp_path, *args])
     finally:
         os.chdir(old)
