@@ -799,6 +799,14 @@ def _rule_dead(ctx: _Context) -> tuple[list[Finding], set[str]]:
         tuple(evidence))], {str(l).split("/")[0] for l in layers}
 
 
+def _phase_records(epochs: list[int], phase: dict) -> tuple[list, list]:
+    """The recorded epochs up to a phase's start, and those inside it."""
+    first = phase.get("first_epoch", 1)
+    end = first + phase.get("epochs", 0) - 1
+    return ([e for e in epochs if e <= first - 1],
+            [e for e in epochs if first <= e <= end])
+
+
 def _rule_movement(ctx: _Context, dead: set[str]) -> tuple[list[Finding],
                                                             bool]:
     """Per phase: frozen layers that moved, layers meant to train that did
@@ -813,10 +821,7 @@ def _rule_movement(ctx: _Context, dead: set[str]) -> tuple[list[Finding],
     bn_moved: list[Evidence] = []
     nothing_moved = False
     for phase in ctx.phases:
-        first = phase.get("first_epoch", 1)
-        end = first + phase.get("epochs", 0) - 1
-        before = [e for e in epochs if e <= first - 1]
-        inside = [e for e in epochs if first <= e <= end]
+        before, inside = _phase_records(epochs, phase)
         if not before or not inside:
             continue
         moved = _moved(kind[before[-1]], kind[inside[-1]])
@@ -866,10 +871,7 @@ def _rule_bn_frozen(ctx: _Context) -> list[Finding]:
     if kind is not None and ctx.phases and ctx.layers:
         epochs = kind.epochs
         for phase in ctx.phases:
-            first = phase.get("first_epoch", 1)
-            end = first + phase.get("epochs", 0) - 1
-            before = [e for e in epochs if e <= first - 1]
-            inside = [e for e in epochs if first <= e <= end]
+            before, inside = _phase_records(epochs, phase)
             if not before or not inside:
                 continue
             a, b = kind[before[-1]], kind[inside[-1]]
