@@ -293,10 +293,14 @@ def test_every_finding_id_is_documented():
         assert f"`{rule}`" in doc, rule
 
 
-def test_report_page_shows_findings_first(tmp_path):
+def test_report_page_shows_findings_first(tmp_path, monkeypatch):
     from kerasft.config import RunConfig, save_config
-    from kerasft.render import render_report
+    from kerasft.render import render_report, report as report_module
 
+    # Two figure modules are enough to see the order (all of them take
+    # seconds; the shared real run's page has every figure).
+    monkeypatch.setattr(report_module, "FIGURE_MODULES",
+                        ("curves", "gradients"))
     path = write_run(tmp_path / "r", ratio=0.5)
     save_config(RunConfig(), path / "config.yaml")
     report = render_report(path)
@@ -317,29 +321,87 @@ def test_healthy_real_run(recorded_run):
     assert "id='healthy'" in page
 
 
-def _train_in_process(tmp_path, args, monkeypatch=None):
+def _leave_bn_training(monkeypatch, prefix: str = "conv2_") -> None:
+    """Plants "BatchNorm left training in a frozen stage": after the plan
+    freezes the backbone, the BatchNorm layers of one stage are made
+    trainable again (as a custom model or callback might)."""
+    import keras
+
+    from kerasft.train import runner
+
+    real = runner.apply_phase
+
+    def apply_phase(model, phase, batchnorm):
+        counts = real(model, phase, batchnorm)
+        for layer in model.layers:
+            if isinstance(layer, keras.layers.BatchNormalization) and \
+                    layer.name.startswith(prefix):
+                layer.trainable = True
+        return counts
+
+    monkeypatch.setattr(runner, "apply_phase", apply_phase)
+
+
+def _train_in_process(tmp_path, args, keep=()):
+    """A tiny real run that records only the kinds in `keep` (what the
+    rules under test read: every other recorder is switched off)."""
     import os
 
+    kinds = ("scalars", "weights", "gradients", "update_ratios",
+             "activations", "embeddings", "probe_gradients", "batchnorm",
+             "feature_maps", "tensorboard")
+    off = [a for k in kinds if k not in keep
+           for a in ("--set", f"record.{k}=false")]
     old = os.getcwd()
     os.chdir(REPO)
     try:
-        # Only the recorders the rules under test read: a third of the time.
-        off = [f"record.{k}=false" for k in (
-            "weights", "activations", "embeddings", "probe_gradients",
-            "feature_maps", "tensorboard")]
+        # TINY, with the fewest forward passes (they are the cost): the 2
+        # steps' 16 images are the whole training set, so inference-mode
+        # evaluation is 2 batches; validation and test 1 batch each.
         r = run_cli(["train", "-c", "quickstart", "--epochs", "1", *TINY,
-                     *[a for k in off for a in ("--set", k)],
-                     "--no-report", "--out", tmp_path, *args])
+                     "--max-train-images", "16", "--max-test-images", "8",
+                     *off, "--no-report", "--out", tmp_path, *args])
     finally:
         os.chdir(old)
     return r, only_run_dir(tmp_path)
 
 
-def test_lr_x1000_is_diverged_not_under_fitting(tmp_path):
-    # quickstart's rate is 1e-3: x1000. The run may stop at a NaN (the
-    # guard) or end with an exploded loss; either way: diverged.
-    r, run = _train_in_process(tmp_path, ["--lr", "1.0", "--set",
-                                          "optimizer.schedule=constant"])
+def test_lr_x1000_and_frozen_batchnorm_training(tmp_path, monkeypatch):
+    """Two independent pathologies planted in one tiny run (one run keeps
+    CI fast): a head-only plan at 1000x quickstart's rate, and the conv2
+    BatchNorm layers left training although their stage is frozen.
+    Exactly their two findings fire; neither silences the other, and no
+    fit advice ("raise the learning rate") appears."""
+    _leave_bn_training(monkeypatch)
+    r, run = _train_in_process(
+        tmp_path, ["--plan", "head", "--lr", "1.0",
+                   "--set", "optimizer.schedule=constant"],
+        keep=("scalars", "update_ratios", "batchnorm"))
+    assert r.code == 0, r
+    findings = diagnose(load_run(run))
+    print(r.out)
+    got = ids(problems(findings))
+    # The head's update ratios are ~1000x the band (lr_too_high); should
+    # the loss also explode, `diverged` says "rate too high" instead.
+    assert got in (["lr_too_high", "bn_frozen_moving"],
+                   ["diverged", "bn_frozen_moving"]), \
+        [f.text() for f in findings]
+    (bn,) = [f for f in findings if f.id == "bn_frozen_moving"]
+    assert "conv2_" in bn.message
+    assert {str(e.layer).split("_")[0] for e in bn.evidence} == {"conv2"}
+    assert f"[{got[0]}]" in r.out and "[bn_frozen_moving]" in r.out
+    assert "underfitting" not in ids(findings)
+    assert "raise the learning rate" not in r.out
+    assert "raise optimizer.learning_rate" not in r.out
+
+
+@pytest.mark.slow
+def test_lr_x1000_full_plan_is_diverged_not_under_fitting(tmp_path):
+    # quickstart's rate is 1e-3: x1000 on every stage. The run may stop at
+    # a NaN (the guard) or end with an exploded loss; either way: diverged.
+    r, run = _train_in_process(
+        tmp_path, ["--lr", "1.0", "--set", "optimizer.schedule=constant"],
+        keep=("scalars", "update_ratios"))
     findings = diagnose(load_run(run))
     print("\n".join(summary_lines(findings)))
     assert ids(problems(findings)) in (["diverged"], ["lr_too_high"]), \
@@ -349,25 +411,13 @@ def test_lr_x1000_is_diverged_not_under_fitting(tmp_path):
         assert "[diverged]" in r.out or "[lr_too_high]" in r.out
 
 
+@pytest.mark.slow
 def test_frozen_stage_with_batchnorm_training(tmp_path, monkeypatch):
-    """A head-only plan whose BatchNorm layers were left trainable (as a
-    custom model or callback might): their statistics move."""
-    import keras
-
-    from kerasft.train import runner
-
-    real = runner.apply_phase
-
-    def leave_bn_training(model, phase, batchnorm):
-        counts = real(model, phase, batchnorm)
-        for layer in model.layers:
-            if isinstance(layer, keras.layers.BatchNormalization) and \
-                    layer.name.startswith("conv2_"):
-                layer.trainable = True
-        return counts
-
-    monkeypatch.setattr(runner, "apply_phase", leave_bn_training)
-    r, run = _train_in_process(tmp_path, ["--plan", "head"])
+    """The BatchNorm plant alone, at quickstart's own rate: exactly
+    ``bn_frozen_moving``."""
+    _leave_bn_training(monkeypatch)
+    r, run = _train_in_process(tmp_path, ["--plan", "head"],
+                               keep=("batchnorm",))
     assert r.code == 0, r
     findings = diagnose(load_run(run))
     print(r.out)

@@ -70,6 +70,16 @@ def test_absurd_learning_rate_stops_at_its_step(cli, tmp_path):
     assert found["training"] and not found["input"]
     assert found["weights"] is None  # the faulty update was not applied
     assert found["layer"] == fault["layer"]
+    # The diagnosis (the report's first block): diverged, naming the
+    # guard's layer and step, and nothing else (a planted LR x1e15).
+    from kerasft.record.store import load_run
+    from kerasft.render.diagnose import diagnose, problems
+
+    (finding,) = problems(diagnose(load_run(run)))
+    assert finding.id == "diverged", finding
+    assert f"layer {fault['layer']}" in finding.evidence[0].text()
+    page = (run / "report" / "index.html").read_text()
+    assert page.index("data-finding='diverged'") < page.index("class='kv'")
 
 
 def test_poisoned_training_batch_names_step_and_input(cli, tmp_path,
