@@ -239,10 +239,16 @@ def test_guard_fault_is_diverged_with_its_layer(tmp_path):
              "layer": "conv2_block1_1_conv", "values": {"loss": "nan"}}
     path = write_run(tmp_path / "r", epochs=2,
                      status={"state": "failed", "fault": fault})
-    (f,) = problems(diagnose(load_run(path)))
+    findings = diagnose(load_run(path))
+    (f,) = problems(findings)
     assert f.id == "diverged" and f.severity == "error"
     assert "layer conv2_block1_1_conv, epoch 3, step 22" in \
         f.evidence[0].text()
+    # "no fit judgement holds": not even a note that two epochs are too
+    # few to judge the fit.
+    text = " ".join(g.text() + " ".join(e.text() for e in g.evidence)
+                    for g in findings)
+    assert "fitting" not in text, text
 
 
 def test_over_and_under_fitting_never_both(tmp_path):

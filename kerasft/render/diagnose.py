@@ -145,6 +145,14 @@ SUPPRESSES = {
 }
 
 
+# The finding ids a check judges, for its too_few_points note.
+FIT_IDS = frozenset({"overfitting", "underfitting", "unstable",
+                     "still_improving", "possible_overfitting"})
+PREDICTION_IDS = frozenset({"predictions_collapse",
+                            "classes_never_recognised", "top_confusion",
+                            "confident_mistakes"})
+
+
 # ------------------------------------------------------------- findings
 
 
@@ -296,7 +304,14 @@ class _Context:
 
             with open(Path(path) / "layers.json", encoding="utf-8") as f:
                 self.layers = {r["name"]: r for r in json.load(f)}
-        self.few: list[Evidence] = []  # too_few_points evidence
+        # too_few_points evidence, each with the finding ids it would judge
+        self.few: list[tuple[frozenset, Evidence]] = []
+
+    def too_few(self, judges: frozenset, evidence: Evidence) -> None:
+        """Notes a check that lacked points; `judges`: the finding ids it
+        would have judged (empty for a figure), so that a finding which
+        silences them (``diverged``) silences this note too."""
+        self.few.append((judges, evidence))
 
     def phase_of_epoch(self, epoch: int) -> dict | None:
         for p in self.phases:
@@ -590,7 +605,7 @@ def _rule_fit(ctx: _Context) -> list[Finding]:
     if la is not None and lv is not None:
         small = min(sizes.get("train", 0), sizes.get("validation", 0))
         if small < MIN_EVAL_IMAGES:
-            ctx.few.append(Evidence(
+            ctx.too_few(FIT_IDS, Evidence(
                 "train/validation accuracy gap: validation images", small,
                 f"need {MIN_EVAL_IMAGES}"))
         elif acc[la] - val_acc[lv] > GAP_POINTS:
@@ -604,7 +619,7 @@ def _rule_fit(ctx: _Context) -> list[Finding]:
         small = min(int(ctx.test.get("test_images") or 0),
                     int(ctx.test.get("train_inference_mode_images") or 0))
         if small < MIN_EVAL_IMAGES:
-            ctx.few.append(Evidence(
+            ctx.too_few(FIT_IDS, Evidence(
                 "train/test accuracy gap: test images", small,
                 f"need {MIN_EVAL_IMAGES}"))
         elif eval_acc - test_acc > GAP_POINTS:
@@ -614,7 +629,7 @@ def _rule_fit(ctx: _Context) -> list[Finding]:
                 float(eval_acc - test_acc), f"> {GAP_POINTS:.2f}"))
 
     if n < MIN_FIT_EPOCHS:
-        ctx.few.append(Evidence(
+        ctx.too_few(FIT_IDS, Evidence(
             f"over-/under-fitting: epochs in the final phase {phase}", n,
             f"need {MIN_FIT_EPOCHS}"))
         if gap:
@@ -709,7 +724,7 @@ def _rule_bn_gap(ctx: _Context) -> list[Finding]:
         return []
     images = int(ctx.test.get("train_inference_mode_images") or 0)
     if images < MIN_EVAL_IMAGES:
-        ctx.few.append(Evidence(
+        ctx.too_few(frozenset({"bn_gap"}), Evidence(
             "BatchNorm train/inference gap: training images evaluated",
             images, f"need {MIN_EVAL_IMAGES}"))
         return []
@@ -987,7 +1002,7 @@ def _rule_points(ctx: _Context) -> None:
             continue
         n = len((ctx.tables.get(name) or {}).get("step", []))
         if n < MIN_STEP_POINTS:
-            ctx.few.append(Evidence(
+            ctx.too_few(frozenset(), Evidence(
                 f"{label}: rows recorded (record.every_steps {every})", n,
                 f"need {MIN_STEP_POINTS}"))
 
@@ -1122,8 +1137,9 @@ def _rule_predictions(ctx: _Context) -> list[Finding]:
         labels, probs = f["labels"], f["probs"]
         loss = f["loss"] if "loss" in f.files else None
     if len(labels) < MIN_EVAL_IMAGES:
-        ctx.few.append(Evidence("test-prediction rules: test images",
-                                len(labels), f"need {MIN_EVAL_IMAGES}"))
+        ctx.too_few(PREDICTION_IDS, Evidence(
+            "test-prediction rules: test images", len(labels),
+            f"need {MIN_EVAL_IMAGES}"))
         return []
     names = [str(c) for c in (getattr(ctx.run, "data", None) or {}).get(
         "class_names", [])] or [str(i) for i in range(probs.shape[1])]
@@ -1215,15 +1231,18 @@ def diagnose(run) -> list[Finding]:
             continue
         seen.add(f.id)
         kept.append(f)
-    if ctx.few:
+    # A check whose findings are all silenced (a diverged run gets no fit
+    # judgement) does not ask for more points either.
+    few = [e for judges, e in ctx.few if not judges or not judges <= silenced]
+    if few:
         kept.append(Finding(
             "too_few_points", "info",
-            f"not enough points to judge {len(ctx.few)} check(s): "
-            + ", ".join(e.what.split(":")[0] for e in ctx.few),
+            f"not enough points to judge {len(few)} check(s): "
+            + ", ".join(e.what.split(":")[0] for e in few),
             "train longer or on more images, or record more often "
             "(record.every_steps)",
             tuple(Evidence(f"{e.what}: not enough points (n={e.value}, "
-                           f"{e.threshold})") for e in ctx.few)))
+                           f"{e.threshold})") for e in few)))
     kept.sort(key=lambda f: SEVERITIES.index(f.severity))
     try:
         run._kerasft_findings = tuple(kept)

@@ -583,9 +583,11 @@ def train(
     from kerasft.render.diagnose import diagnose
 
     findings = diagnose(load_run(run_dir))
+    # INFO, not WARNING: the CLI prints the findings itself, and with no
+    # logging configured a WARNING would reach stderr a second time through
+    # logging's last-resort handler. Library users get them in the result.
     for f in findings:
-        log.log(logging.INFO if f.severity == "info" else logging.WARNING,
-                "diagnosis %s [%s]: %s", f.severity, f.id, f.text())
+        log.info("diagnosis %s [%s]: %s", f.severity, f.id, f.text())
     index = None
     if report:
         # Rendering reads only the finished run directory (record, then
