@@ -79,7 +79,10 @@ def test_absurd_learning_rate_stops_at_its_step(cli, tmp_path):
     assert finding.id == "diverged", finding
     assert f"layer {fault['layer']}" in finding.evidence[0].text()
     page = (run / "report" / "index.html").read_text()
-    assert page.index("data-finding='diverged'") < page.index("class='kv'")
+    # after the error box, first in the Diagnosis block, before the summary
+    block = page.index("id='diagnosis'")
+    assert block < page.index("data-finding='diverged'") < \
+        page.index("class='kv'", block)
 
 
 def test_poisoned_training_batch_names_step_and_input(cli, tmp_path,
