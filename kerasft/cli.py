@@ -334,6 +334,10 @@ def _report(args: argparse.Namespace) -> int:
             embeddings_every_epoch=args.embeddings_every_epoch,
         ),
     )
+    from kerasft.render.diagnose import summary_lines
+
+    for line in summary_lines(report.findings):
+        print(f"kerasft: {line}")
     for w in report.warnings:
         print(f"kerasft: warning: {w}")
     print(
@@ -477,6 +481,10 @@ def _train(args: argparse.Namespace) -> int:
         f"{result.train_eval.get('accuracy', float('nan')):.4f}; "
         f"{result.seconds:.0f} s"
     )
+    from kerasft.render.diagnose import summary_lines
+
+    for line in summary_lines(result.findings):
+        print(f"kerasft: {line}")
     for w in result.warnings:
         print(f"kerasft: warning: {w}")
     if result.report is not None:

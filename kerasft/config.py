@@ -280,7 +280,10 @@ class RecordConfig:
 
     Args:
         enabled: attach the recorders at all.
-        every_steps: gradient norms and update ratios every this many steps.
+        every_steps: gradient norms and update ratios every this many
+            steps, or ``auto``: about `AUTO_POINTS` rows over the run
+            (`RecordConfig.steps_between`), so a short run still gets its
+            figures. Defaults to `"auto"`.
         scalars_every_steps: per-step loss/metrics/lr/images-per-second rows.
         weights, gradients, update_ratios, activations, embeddings,
         probe_gradients, batchnorm, feature_maps, scalars: switch each
@@ -293,7 +296,7 @@ class RecordConfig:
     """
 
     enabled: bool = True
-    every_steps: int = 50
+    every_steps: int | str = "auto"
     scalars_every_steps: int = 1
     weights: bool = True
     gradients: bool = True
@@ -308,6 +311,29 @@ class RecordConfig:
     probe_size: int = 32
     embedding_size: int = 256
     tensorboard: bool = True
+
+    def steps_between(self, total_steps: int) -> int:
+        """The step interval of the step tables for a run of `total_steps`.
+
+        ``every_steps: auto`` gives ``total_steps // AUTO_POINTS``, at
+        least 1; an explicit number is kept.
+
+        Example:
+
+        ```python
+        RecordConfig().steps_between(4)      # 1: every step of a tiny run
+        RecordConfig().steps_between(2000)   # 100
+        ```
+        """
+        if self.every_steps == "auto":
+            return max(1, int(total_steps) // AUTO_POINTS)
+        return int(self.every_steps)
+
+
+# ``record.every_steps: auto`` aims at this many rows per step table: enough
+# for a trend line and the diagnosis (which needs 3), few enough to cost
+# nothing on a long run.
+AUTO_POINTS = 20
 
 
 @dataclass
@@ -524,8 +550,10 @@ def _check(cfg: RunConfig, source: str) -> None:
     if t.jit_compile not in ("auto", True, False):
         raise bad("train.jit_compile", t.jit_compile, "auto, true or false")
     r = cfg.record
-    for key in ("every_steps", "scalars_every_steps", "probe_size",
-                "embedding_size"):
+    if r.every_steps != "auto" and (isinstance(r.every_steps, str)
+                                    or r.every_steps < 1):
+        raise bad("record.every_steps", r.every_steps, "auto or at least 1")
+    for key in ("scalars_every_steps", "probe_size", "embedding_size"):
         if getattr(r, key) < 1:
             raise bad(f"record.{key}", getattr(r, key), "at least 1")
     if r.weights_every_steps is not None and r.weights_every_steps < 1:

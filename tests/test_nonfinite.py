@@ -70,6 +70,19 @@ def test_absurd_learning_rate_stops_at_its_step(cli, tmp_path):
     assert found["training"] and not found["input"]
     assert found["weights"] is None  # the faulty update was not applied
     assert found["layer"] == fault["layer"]
+    # The diagnosis (the report's first block): diverged, naming the
+    # guard's layer and step, and nothing else (a planted LR x1e15).
+    from kerasft.record.store import load_run
+    from kerasft.render.diagnose import diagnose, problems
+
+    (finding,) = problems(diagnose(load_run(run)))
+    assert finding.id == "diverged", finding
+    assert f"layer {fault['layer']}" in finding.evidence[0].text()
+    page = (run / "report" / "index.html").read_text()
+    # after the error box, first in the Diagnosis block, before the summary
+    block = page.index("id='diagnosis'")
+    assert block < page.index("data-finding='diverged'") < \
+        page.index("class='kv'", block)
 
 
 def test_poisoned_training_batch_names_step_and_input(cli, tmp_path,
@@ -206,11 +219,16 @@ def test_json_files_are_strict(tmp_path):
 
 
 def test_exploded_loss_gets_no_fitting_advice():
-    from kerasft.render.curves import diagnose_curves
+    from types import SimpleNamespace
 
-    notes = diagnose_curves({
+    from kerasft.render.diagnose import diagnose
+
+    run = SimpleNamespace(metrics={
         "epoch": np.array([1.0, 2.0]), "loss": np.array([2.3, 7.7e31]),
         "accuracy": np.array([0.1, 0.1]), "val_loss": np.array([3.0, 1e30]),
     })
-    assert notes and notes[0].startswith("diverged: training loss grew")
-    assert not any("raise the learning rate" in n for n in notes)
+    findings = diagnose(run)
+    assert [f.id for f in findings if f.severity != "info"] == ["diverged"]
+    assert findings[0].message.startswith("diverged: the training loss "
+                                          "exploded")
+    assert not any("raise the learning rate" in f.text() for f in findings)

@@ -120,9 +120,11 @@ def test_activation_figures_keys_and_zero_share(tmp_path):
 
 def test_exploding_activations_are_noted(tmp_path):
     _write_activations(_run_dir(tmp_path), scale_last=50.0)
-    results = activations.render(load_run(tmp_path), RenderOptions())
-    (note,) = results[0].notes  # one note for all blocks
-    assert "exploding" in note and "conv1_relu" in note and "1 more" in note
+    from kerasft.render.diagnose import diagnose
+
+    (f,) = [f for f in diagnose(load_run(tmp_path))
+            if f.id == "activations_growing"]  # one finding for all blocks
+    assert "conv1_relu" in f.message and "1 more" in f.message
 
 
 def test_dead_units_note_and_table(tmp_path):
@@ -131,8 +133,10 @@ def test_dead_units_note_and_table(tmp_path):
     names, epochs, table = activations.dead_fractions(run)
     assert names == BLOCKS and epochs == [0, 1, 2]
     np.testing.assert_allclose(table[-1], 0.75)
-    notes = activations.render(run, RenderOptions())[1].notes
-    assert notes and "75%" in notes[0]
+    from kerasft.render.diagnose import diagnose
+
+    (f,) = [f for f in diagnose(run) if f.id == "dead_layer"]
+    assert f.evidence[0].value == pytest.approx(0.75)
 
 
 def test_activations_one_epoch_and_selection(tmp_path):

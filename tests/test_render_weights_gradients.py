@@ -196,48 +196,32 @@ def test_change_matrix_has_frozen_zeros(run):
     assert epochs == [1, 2, 3]  # epoch 0 is 0 by definition, left out
     assert np.all(matrix[:-1, 0] == 0)  # frozen in the head phase
     assert matrix[-1, 0] > 0 and np.all(matrix[:, 1:] > 0)
-    assert weights.change_notes(matrix, names) == []
-
-
-def test_change_notes_flag_nothing_moved_and_inf():
-    names = ["a/kernel", "b/kernel"]
-    assert "No kernel variable moved" in weights.change_notes(
-        np.zeros((2, 3)), names)[0]
-    notes = weights.change_notes(np.array([[0.1, np.inf], [0.1, 0.2]]), names)
-    assert "non-finite" in notes[0]
 
 
 # ------------------------------------------------------------------ gradients
 
 
-def test_update_ratio_note_too_high():
-    notes = gradients.update_ratio_note(_table({"a/kernel": 5e-2, "b/kernel": 3e-2}))
-    assert len(notes) == 1 and "too high" in notes[0]
-    assert "step 20" in notes[0]
+def _lr_findings(table: dict, kind: str = "update_ratios") -> list[str]:
+    from types import SimpleNamespace
+
+    from kerasft.render.diagnose import diagnose
+
+    return [f.id for f in diagnose(SimpleNamespace(tables={kind: table}))
+            if f.severity != "info"]
 
 
-def test_update_ratio_note_healthy():
-    assert gradients.update_ratio_note(
-        _table({"a/kernel": 1e-3, "b/kernel": 2e-3})) == []
-
-
-def test_update_ratio_note_too_low():
-    notes = gradients.update_ratio_note(_table({"a/kernel": 1e-6, "b/kernel": 3e-6}))
-    assert len(notes) == 1 and "too low" in notes[0]
-
-
-def test_update_ratio_note_ignores_frozen_zeros_and_nan():
+def test_update_ratio_verdicts():
+    assert _lr_findings(_table({"a/kernel": 5e-1, "b/kernel": 3e-1})) == [
+        "lr_too_high"]
+    assert _lr_findings(_table({"a/kernel": 1e-3, "b/kernel": 2e-3})) == []
+    assert _lr_findings(_table({"a/kernel": 1e-6, "b/kernel": 3e-6})) == [
+        "lr_too_low"]
     # Frozen layers read 0 and must not drag the median down to "too low".
     table = _table({"a/kernel": 0.0, "b/kernel": 0.0, "c/kernel": np.nan,
                     "d/kernel": 1e-3, "a/bias": 1.0})
-    assert gradients.update_ratio_note(table) == []
-    assert gradients.update_ratio_note(_table({"a/kernel": 0.0})) == []
-
-
-def test_update_ratio_note_accepts_a_decayed_schedule():
+    assert _lr_findings(table) == []
     # Healthy, then decayed towards 0 by the schedule: no "too low".
-    table = _table({"a/kernel": [1e-3, 5e-4, 1e-5, 1e-7]})
-    assert gradients.update_ratio_note(table) == []
+    assert _lr_findings(_table({"a/kernel": [1e-3, 5e-4, 1e-5, 1e-7]})) == []
 
 
 def test_row_medians_skip_non_positive():
@@ -254,14 +238,14 @@ def test_phase_start_steps_between_recorded_rows(run):
     assert gradients.phase_start_steps([], table) == []
 
 
-def test_grad_norm_notes():
+def test_gradient_depth_and_overflow_findings():
     healthy = _table({f"l{i}/kernel": 1.0 for i in range(6)})
-    assert gradients.grad_norm_notes(healthy) == []
+    assert _lr_findings(healthy, "grad_norms") == []
     vanishing = _table({f"l{i}/kernel": 10.0 ** (i - 6) if i < 2 else 1.0
                         for i in range(6)})
-    assert "Vanishing" in gradients.grad_norm_notes(vanishing)[0]
+    assert _lr_findings(vanishing, "grad_norms") == ["vanishing_gradients"]
     overflow = _table({"a/kernel": [1.0, np.inf, 1.0, 1.0]})
-    assert "inf" in gradients.grad_norm_notes(overflow)[0]
+    assert _lr_findings(overflow, "grad_norms") == ["diverged"]
 
 
 def test_grad_norms_with_only_nan_columns(run):
@@ -293,8 +277,10 @@ def test_batchnorm_drift_large_drift_note(run):
     assert data["epochs"] == [1, 2, 3]
     assert np.all(data["mean"][:, 0] == 0)
     assert not data["mean_undefined"].any()
-    notes = batchnorm.drift_notes(data)
-    assert len(notes) == 1 and "plan.batchnorm: inference" in notes[0]
+    from kerasft.render.diagnose import diagnose
+
+    (drift,) = [f for f in diagnose(run) if f.id == "bn_drift"]
+    assert "plan.batchnorm: inference" in drift.action
 
 
 def test_batchnorm_zero_start_is_undefined_not_a_warning(tmp_path):
@@ -303,6 +289,8 @@ def test_batchnorm_zero_start_is_undefined_not_a_warning(tmp_path):
     assert data["mean_undefined"][:, 1:].all()
     assert not data["mean_undefined"][:, 0].any()  # frozen 0 stays frozen
     # Placeholder statistics of a random init drift by design.
-    assert batchnorm.drift_notes(data) == []
+    from kerasft.render.diagnose import diagnose
+
+    assert "bn_drift" not in [f.id for f in diagnose(run)]
     result = batchnorm.render(run, RenderOptions())[0]
     assert "random initialisation" in result.caption

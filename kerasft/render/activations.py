@@ -31,11 +31,6 @@ from kerasft.render.base import (
 )
 
 SECTION = "activations"
-# Share of values outside the epoch-0 range (its [min, max] widened by half
-# its width on each side) that counts as "exploding".
-OUTSIDE_WARN = 0.01
-# Dead-channel share at the last epoch that earns a warning.
-DEAD_WARN = 0.5
 
 
 def zero_bin(edges: np.ndarray) -> int | None:
@@ -121,31 +116,6 @@ def _epoch_edges(epochs) -> np.ndarray:
 def _names(names: list[str], limit: int = 3) -> str:
     more = len(names) - limit
     return ", ".join(names[:limit]) + (f" and {more} more" if more > 0 else "")
-
-
-def _histogram_notes(series: dict[str, dict]) -> list[str]:
-    # One note per kind of problem, not per block: a summary flooded with
-    # a line per block hides the other figures' warnings.
-    nonfinite, outside = [], []
-    for name, s in series.items():
-        bad = [e for e, ok in zip(s["epochs"], s["finite"]) if not ok]
-        if bad:
-            nonfinite.append((name, bad[0]))
-        elif s["outside_share"][-1] > OUTSIDE_WARN:
-            outside.append((name, s["outside_share"][-1], s["epochs"][-1]))
-    notes = []
-    if nonfinite:
-        first = min(e for _, e in nonfinite)
-        notes.append(
-            f"activations are NaN/inf on the probe batch (from epoch {first})"
-            f" in {_names([n for n, _ in nonfinite])}")
-    if outside:
-        worst = max(outside, key=lambda t: t[1])
-        notes.append(
-            f"activations may be exploding: at epoch {worst[2]}, up to "
-            f"{100 * worst[1]:.0f}% of the values fall outside the epoch-0 "
-            f"range in {_names([n for n, _, _ in outside])}")
-    return notes
 
 
 def _histograms_figure(series: dict[str, dict]) -> FigureResult:
@@ -253,7 +223,6 @@ def _histograms_figure(series: dict[str, dict]) -> FigureResult:
             "means the activations are growing out of control. "
             f"{BIN_RULE_NOTE}"),
         figure=fig,
-        notes=_histogram_notes(series),
     )
 
 
@@ -280,17 +249,6 @@ def dead_fractions(run) -> tuple[list[str], list[int], np.ndarray]:
     table = np.array([[row.get(n, np.nan) for n in names] for row in rows],
                      dtype=np.float64).reshape(len(epochs), len(names))
     return names, epochs, table
-
-
-def _dead_notes(names, epochs, table) -> list[str]:
-    if not names or not np.isfinite(table[-1]).any():
-        return []
-    last = table[-1]
-    worst = int(np.nanargmax(last))
-    if last[worst] >= DEAD_WARN:
-        return [f"{100 * last[worst]:.0f}% of the channels of {names[worst]} "
-                f"are dead (zero on every probe image) at epoch {epochs[-1]}"]
-    return []
 
 
 def _dead_figure(names, epochs, table, options: RenderOptions) -> FigureResult:
@@ -335,7 +293,6 @@ def _dead_figure(names, epochs, table, options: RenderOptions) -> FigureResult:
             "share that falls means the network is putting more units to "
             "use."),
         figure=fig,
-        notes=_dead_notes(names, epochs, table),
     )
 
 

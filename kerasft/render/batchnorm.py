@@ -29,8 +29,6 @@ FROZEN_COLOUR = "#d9d9d9"
 # The recorder divides by max(||m_0||, 1e-12): a drift above this from a
 # zero start is that floor talking, not a relative change.
 UNDEFINED_DRIFT = 1e6
-# Relative drift above which a BN layer's statistics changed a lot.
-LARGE_DRIFT = 0.5
 
 
 def render(run, options: RenderOptions | None = None) -> list[FigureResult]:
@@ -95,42 +93,6 @@ def drift_matrices(kind) -> dict:
         (mean > UNDEFINED_DRIFT) | np.isnan(mean))
     return {"names": names, "epochs": epochs, "mean": mean, "var": var,
             "mean_undefined": undefined, "mean_avg": mean_avg}
-
-
-def drift_notes(data: dict) -> list[str]:
-    """Warnings from `drift_matrices`: BN layers whose statistics moved a lot.
-
-    Layers whose moving mean started at exactly 0 are left out: they
-    started from a random initialisation's placeholder statistics (mean 0,
-    variance 1), so a large drift there is expected, not a shift away from
-    the statistics the weights were trained with.
-
-    Args:
-        data: the output of `drift_matrices`.
-
-    Returns:
-        Plain-text warnings (zero or one).
-    """
-    names = data["names"]
-    if not names or not data["epochs"]:
-        return []
-    placeholder = np.any(data["mean_undefined"], axis=1)
-    mean = np.nan_to_num(data["mean"][:, -1], nan=0.0)
-    var = np.nan_to_num(data["var"][:, -1], nan=0.0)
-    worst = np.where(placeholder, 0.0, np.fmax(mean, var))
-    large = np.flatnonzero(worst > LARGE_DRIFT)
-    if not large.size:
-        return []
-    top = int(large[np.argmax(worst[large])])
-    return [
-        f"{large.size} of {len(names)} BatchNorm layers moved their moving "
-        f"statistics by more than {LARGE_DRIFT:.0%} from the start (most: "
-        f"{names[top]}, {worst[top]:.2g}x). If validation lags training, "
-        "keep BatchNorm frozen (plan.batchnorm: inference)."
-    ]
-
-
-# ------------------------------------------------------------------ figure
 
 
 def batchnorm_drift(run) -> FigureResult | None:
@@ -213,7 +175,7 @@ def batchnorm_drift(run) -> FigureResult | None:
             "left panel shows the average moving mean itself."
         )
     return FigureResult("batchnorm_drift", SECTION, title.replace("\n", " "),
-                        caption, fig, drift_notes(data))
+                        caption, fig)
 
 
 def _log_norm(values: np.ndarray) -> colors.LogNorm:

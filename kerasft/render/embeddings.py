@@ -245,14 +245,6 @@ def render(run, options: RenderOptions) -> list[FigureResult]:
         "look for classes pulling apart into clusters and the k-NN accuracy "
         "rising from start to end", fontsize=11)
     first, last = panels[0], panels[-1]
-    notes = []
-    if (len(panels) > 1 and np.isfinite(first["knn_full"])
-            and np.isfinite(last["knn_full"])
-            and last["knn_full"] < first["knn_full"] - 0.05):
-        notes.append(
-            f"probe-set features separate the classes worse at epoch "
-            f"{last['epoch']} than at epoch {first['epoch']} (5-NN accuracy "
-            f"{first['knn_full']:.2f} -> {last['knn_full']:.2f})")
     return [FigureResult(
         key="embeddings",
         section=SECTION,
@@ -267,5 +259,4 @@ def render(run, options: RenderOptions) -> list[FigureResult]:
             "full feature space and in the 2-D picture: rising numbers mean "
             "the features separate the classes better."),
         figure=fig,
-        notes=notes,
     )]

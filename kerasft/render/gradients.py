@@ -7,7 +7,7 @@ write (`kerasft.record.GradientRecorder`, `UpdateRatioRecorder`):
   scale, layers coloured by depth, phase starts marked), plus the norm per
   layer by depth at each recorded epoch end.
 - ``update_ratios``: ||dW|| / ||W|| per step against the 1e-3 rule of
-  thumb, with `update_ratio_note` turning it into a learning-rate verdict.
+  thumb (the learning-rate verdict is `kerasft.render.diagnose`'s).
 
 Empty cells (NaN) in the tables are steps without a gradient (frozen
 variables) and zeros in ``update_ratios`` are variables that did not move;
@@ -21,6 +21,13 @@ from matplotlib import colormaps, colors
 from matplotlib.cm import ScalarMappable
 
 from kerasft.record.store import STAT_NAMES
+from kerasft.render.diagnose import (
+    MIN_STEP_POINTS,
+    RATIO_HIGH,
+    RATIO_LOW,
+    RATIO_TARGET,
+    recorded_interval,
+)
 from kerasft.render.base import (
     draw_each,
     FigureResult,
@@ -33,14 +40,6 @@ from kerasft.render.base import (
 )
 
 SECTION = "gradients"
-# The classic rule of thumb (cs231n): a healthy update is about 1e-3 of the
-# weight per step; a decade either side is still fine.
-RATIO_TARGET = 1e-3
-RATIO_LOW = 1e-4
-RATIO_HIGH = 1e-2
-# Input-side layers whose gradients are this many times smaller than the
-# output side's are reported as vanishing gradients.
-VANISHING_FACTOR = 1e3
 DEPTH_CMAP = "viridis"
 _NON_VARIABLE = ("step", "epoch")
 
@@ -126,98 +125,6 @@ def row_medians(table: dict, columns: list[str]) -> np.ndarray:
     return out
 
 
-def update_ratio_note(table: dict) -> list[str]:
-    """A learning-rate verdict from the ``update_ratios`` table.
-
-    The last recorded window is judged against the healthy band around
-    `RATIO_TARGET` (`RATIO_LOW` to `RATIO_HIGH`), using the median over the
-    trainable kernel variables (finite ratios above 0; frozen variables
-    read 0 and are left out). A last window above the band means the
-    learning rate looks too high. Below the band, the peak over the run is
-    checked too: a schedule that decays to 0 (cosine) ends below the band
-    by design, so "too low" is said only when the run never reached it.
-
-    Args:
-        table: ``{column: array}`` with ``step``, ``epoch`` and one column
-            per variable path (as ``run.tables["update_ratios"]``).
-
-    Returns:
-        Zero or one plain-text warnings.
-
-    Example:
-
-    ```python
-    update_ratio_note({"step": np.array([50.]), "epoch": np.array([1.]),
-                       "dense/kernel": np.array([0.05])})
-    # ['Update ratio ... the learning rate looks too high ...']
-    ```
-    """
-    columns = kernel_columns(table)
-    medians = row_medians(table, columns)
-    finite = np.flatnonzero(np.isfinite(medians))
-    if finite.size == 0:
-        return []
-    last = finite[-1]
-    value = float(medians[last])
-    steps = table.get("step")
-    where = (f"step {int(steps[last])}" if steps is not None
-             and np.isfinite(steps[last]) else "the last window")
-    trainable = int(np.sum([
-        np.isfinite(table[c][last]) and table[c][last] > 0 for c in columns]))
-    measured = (f"Update ratio ||dW||/||W|| at {where}: median {value:.1e} "
-                f"over {trainable} trainable kernel variable(s)")
-    if value > RATIO_HIGH:
-        return [f"{measured}, above {RATIO_HIGH:.0e} (rule of thumb "
-                f"{RATIO_TARGET:.0e}): the learning rate looks too high."]
-    peak = float(np.nanmax(medians))
-    if peak < RATIO_LOW:
-        return [f"{measured}, and at most {peak:.1e} during the run, below "
-                f"{RATIO_LOW:.0e} (rule of thumb {RATIO_TARGET:.0e}): the "
-                "learning rate looks too low."]
-    return []
-
-
-def grad_norm_notes(table: dict) -> list[str]:
-    """Warnings from the ``grad_norms`` table: overflow and vanishing.
-
-    Args:
-        table: ``{column: array}`` with ``step``, ``epoch`` and one column
-            per variable path (as ``run.tables["grad_norms"]``).
-
-    Returns:
-        Plain-text warnings: an infinite norm (overflow), or input-side
-        kernels getting `VANISHING_FACTOR` times smaller gradients than
-        output-side ones in the last recorded row.
-    """
-    notes = []
-    columns = variable_columns(table)
-    if not columns or len(table.get("step", [])) == 0:
-        return notes
-    values = np.array([np.asarray(table[c], dtype=np.float64)
-                       for c in columns])
-    if np.any(np.isinf(values)):
-        col, row = np.argwhere(np.isinf(values))[0]
-        notes.append(
-            f"Gradient norm overflowed (inf) for {short_name(columns[col])} at "
-            f"step {int(table['step'][row])}: lower the learning rate or clip "
-            "gradients (optimizer.clipnorm)."
-        )
-    kernels = kernel_columns(table)
-    last = np.array([table[c][-1] for c in kernels], dtype=np.float64)
-    live = np.flatnonzero(np.isfinite(last) & (last > 0))
-    if live.size >= 6:
-        third = live.size // 3
-        first_part = float(np.median(last[live[:third]]))
-        end_part = float(np.median(last[live[-third:]]))
-        if first_part * VANISHING_FACTOR < end_part:
-            notes.append(
-                f"Vanishing gradients: at the last recorded step the input-side "
-                f"trainable kernels get a median gradient norm of "
-                f"{first_part:.1e}, the output side {end_part:.1e}."
-            )
-    return notes
-
-
 # ------------------------------------------------------------------ figures
 
 
@@ -225,7 +132,9 @@ def grad_norms(run, options: RenderOptions) -> FigureResult | None:
     """Gradient norms per layer over steps, and per layer at epoch ends."""
     table = run.tables.get("grad_norms") or {}
     kind = run.records.get("gradients")
-    have_table = bool(variable_columns(table)) and len(table.get("step", []))
+    # A table with its header but too few rows still gets its panel, which
+    # says so: a view that silently vanishes hides the recording interval.
+    have_table = bool(variable_columns(table))
     have_records = kind is not None and bool(kind.epochs)
     if not have_table and not have_records:
         return None
@@ -233,7 +142,6 @@ def grad_norms(run, options: RenderOptions) -> FigureResult | None:
     panels = int(bool(have_table)) + int(have_records)
     fig = new_figure(10, 4.2 * panels + 0.4)
     axes = list(np.atleast_1d(fig.subplots(panels, 1)))
-    notes = []
     if have_table:
         ax = axes.pop(0)
         kernels = kernel_columns(table)
@@ -242,7 +150,6 @@ def grad_norms(run, options: RenderOptions) -> FigureResult | None:
         ax.set_ylabel("gradient L2 norm (log)")
         ax.set_title("Gradient norm per layer over training steps "
                      "(gaps: frozen, no gradient)", fontsize=10)
-        notes += grad_norm_notes(table)
     if have_records:
         _epoch_end_panel(axes.pop(0), run, kind, table)
     title = ("Gradient norms: look for layers whose gradients explode, "
@@ -255,13 +162,13 @@ def grad_norms(run, options: RenderOptions) -> FigureResult | None:
         "other, roughly flat or slowly falling. Bottom: the norm per layer at "
         "each epoch's last step, by depth."
     )
-    return FigureResult("grad_norms", SECTION, title, caption, fig, notes)
+    return FigureResult("grad_norms", SECTION, title, caption, fig)
 
 
 def update_ratios(run, options: RenderOptions) -> FigureResult | None:
     """Update ratio per layer over steps against the 1e-3 rule of thumb."""
     table = run.tables.get("update_ratios") or {}
-    if not variable_columns(table) or len(table.get("step", [])) == 0:
+    if not variable_columns(table):
         return None
     fig = new_figure(10, 5.2)
     ax = fig.subplots()
@@ -281,23 +188,23 @@ def update_ratios(run, options: RenderOptions) -> FigureResult | None:
         ax.legend(loc="lower left", fontsize=8, framealpha=0.9)
     _mark_phases(ax, phase_start_steps(run.phases, table))
     ax.set_ylabel("||dW|| / ||W|| per step (log)")
-    if not drawn:
+    if not drawn and len(table["step"]):
         ax.text(0.5, 0.5, "no variable moved (all frozen)",
                 transform=ax.transAxes, ha="center", va="center")
     title = ("Update ratio ||dW||/||W||: healthy near 1e-3 (green band "
-             "1e-4..1e-2); far above = learning rate too high, far below = too low")
+             "1e-4..1e-2); far above = learning rate too high, far below = "
+             "too low" + _too_few_note(ax, run, table))
     ax.set_title(title, fontsize=10)
     caption = (
         "Per-step relative change of each conv or dense kernel, coloured from "
         "input (dark) to output (yellow); frozen layers (ratio 0) are left "
         "out. A decaying schedule drives the ratios down at the end by design."
     )
-    if stage_notes:
+    if stage_notes:  # what was measured per stage: a caption, not a warning
         caption += (" Discriminative learning rates: the thick lines are "
                     "each stage's median, labelled with its multiplier of "
-                    "the phase's rate.")
-    return FigureResult("update_ratios", SECTION, title, caption, fig,
-                        update_ratio_note(table) + stage_notes)
+                    "the phase's rate. " + " ".join(stage_notes))
+    return FigureResult("update_ratios", SECTION, title, caption, fig)
 
 
 # ------------------------------------------------------------------ drawing
@@ -355,6 +262,22 @@ def _stage_median_lines(ax, run, table: dict, kernels: list[str]) -> list[str]:
     return ["Discriminative learning rates (multiplier of the phase's rate: "
             "median update ratio at the stage's last recorded step): "
             + ", ".join(last) + "."]
+
+
+def _too_few_note(ax, run, table: dict) -> str:
+    """A title suffix (and, without rows, a line across the axes) saying
+    that a step table has too few points, and why."""
+    n = len(table.get("step", []))
+    if n >= MIN_STEP_POINTS:
+        return ""
+    every = recorded_interval(run)
+    text = (f"not enough points (n={n}, need {MIN_STEP_POINTS}): one row "
+            f"every {every} step(s)")
+    if n == 0:
+        ax.text(0.5, 0.5, text + "; the run was shorter",
+                transform=ax.transAxes, ha="center", va="center",
+                fontsize=10, color="tab:red")
+    return f"\n{text}"
 
 
 def _step_lines(ax, table: dict, kernels: list[str], options: RenderOptions) -> int:

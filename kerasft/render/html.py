@@ -28,6 +28,11 @@ margin:6px 0}
 .err{background:#fdecea;border-left:4px solid #c62828;padding:10px 14px;
 margin:10px 0;font-size:15px}
 .ok{background:#eaf6ec;border-left:4px solid #3a9a4a;padding:8px 12px}
+.info{background:#eef3f9;border-left:4px solid #6b8bb5;padding:8px 12px;
+margin:6px 0}
+.finding ul{margin:4px 0 2px 0;padding-left:20px;font-size:13.5px;
+color:#3c4650}.finding .act{margin-top:3px}
+.tag{font:600 12px monospace;color:#5b6570;margin-right:6px}
 figure{margin:14px 0 26px}figure img{max-width:100%;border:1px solid #e3e6ea}
 figcaption{color:#3c4650;font-size:14px;margin-top:4px}
 nav a{margin-right:12px;font-size:14px}
@@ -116,9 +121,33 @@ def _learning_rates(cfg: dict, phases) -> str:
     return f"{text}; per phase: {per_phase}" if per_phase else text
 
 
+def _findings_html(findings: list) -> str:
+    """The diagnosis block: each finding with its evidence and action."""
+    from kerasft.render.diagnose import RULES, problems
+
+    css = {"error": "err", "warning": "warn", "info": "info"}
+    out = []
+    if not problems(findings):
+        out.append(
+            "<div class='ok' id='healthy'><b>Healthy:</b> no rule found a "
+            f"problem in the recorded numbers ({len(RULES)} rules, see "
+            "docs/diagnosis.md).</div>")
+    for f in findings:
+        evidence = "".join(f"<li>{_e(e.text())}</li>" for e in f.evidence)
+        out.append(
+            f"<div class='{css.get(f.severity, 'warn')} finding' "
+            f"data-finding='{_e(f.id)}'><span class='tag'>{_e(f.severity)} "
+            f"· {_e(f.id)}</span><b>{_e(f.message)}</b>"
+            + (f"<ul>{evidence}</ul>" if evidence else "")
+            + (f"<div class='act'>What to do: {_e(f.action)}</div>"
+               if f.action else "") + "</div>")
+    return "".join(out)
+
+
 def build_html(run, figures: list[FigureResult], warnings: list[str],
-               render_seconds: float) -> str:
-    """The page: a summary, then one section per `SECTIONS` entry."""
+               render_seconds: float, findings: list | None = None) -> str:
+    """The page: the diagnosis first, a summary, then one section per
+    `SECTIONS` entry."""
     cfg, env, test = run.config or {}, run.env or {}, run.test or {}
     data, status = run.data or {}, run.status or {}
     name = cfg.get("name", run.path.name)
@@ -154,15 +183,7 @@ def build_html(run, figures: list[FigureResult], warnings: list[str],
     if error_html and not t:
         headline = ("<p><span class='big'>no test evaluation</span> "
                     f"(the run {_e(status.get('state'))})</p>")
-    # Diagnoses that found nothing wrong ("no sign of over-fitting") are
-    # shown, but not as warnings.
-    warn_html = "".join(
-        f"<div class='{'ok' if w.lower().startswith('no sign') else 'warn'}'>"
-        f"{_e(w)}</div>"
-        for w in warnings
-    )
-    if not warnings:
-        warn_html = "<div class='ok'>No warnings from the recorded numbers.</div>"
+    warn_html = "".join(f"<div class='warn'>{_e(w)}</div>" for w in warnings)
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>kerasft report — {_e(name)} ({_e(env.get('backend', ''))})</title>",
@@ -172,11 +193,13 @@ def build_html(run, figures: list[FigureResult], warnings: list[str],
         f"{render_seconds:.1f} s</p>",
         "<div id='broken' class='warn'></div>",
         error_html,
+        "<h2 id='diagnosis'>Diagnosis</h2>",
+        _findings_html(findings or []),
+        warn_html and "<h2 id='warnings'>Other warnings</h2>" + warn_html,
         headline,
         "<table class='kv'>",
         *(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in rows),
-        "</table><h2 id='warnings'>Warnings</h2>",
-        warn_html,
+        "</table>",
     ]
     by_section: dict[str, list[FigureResult]] = {}
     for f in figures:

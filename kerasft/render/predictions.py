@@ -82,51 +82,6 @@ def confusion_matrix(labels: np.ndarray, preds: np.ndarray,
     return cm
 
 
-def diagnose_confusion(cm: np.ndarray, class_names: list[str]) -> list[str]:
-    """Notes on a confusion matrix: collapse, dead classes, top confusion.
-
-    Args:
-        cm: counts ``[true, predicted]`` (K, K).
-        class_names: K names.
-
-    Returns:
-        Plain-text notes.
-    """
-    notes: list[str] = []
-    k = cm.shape[0]
-    total = int(cm.sum())
-    if total == 0 or k < 2:
-        return notes
-    predicted = cm.sum(axis=0)
-    top = int(np.argmax(predicted))
-    share = predicted[top] / total
-    # One class taking far more than its share of predictions (and at least
-    # twice its true count) is a collapse, not a preference.
-    threshold = max(min(0.5, 10.0 / k), 2.0 / k)
-    if k > 2 and share > threshold and predicted[top] >= 2 * cm[top].sum():
-        notes.append(
-            f"predictions collapse onto class {class_names[top]!r}: "
-            f"{100 * share:.0f}% of the test images are predicted as it"
-        )
-    present = cm.sum(axis=1) > 0
-    dead = [class_names[i] for i in range(k) if present[i] and cm[i, i] == 0]
-    if dead:
-        more = f" and {len(dead) - 5} more" if len(dead) > 5 else ""
-        notes.append(
-            f"{len(dead)} of {int(present.sum())} classes never recognised "
-            f"on the test split: {', '.join(map(repr, dead[:5]))}{more}"
-        )
-    off = cm.copy()
-    np.fill_diagonal(off, 0)
-    if off.max() > 0:
-        t, p = np.unravel_index(int(np.argmax(off)), off.shape)
-        notes.append(
-            f"most frequent confusion: true {class_names[t]!r} predicted as "
-            f"{class_names[p]!r} ({off[t, p]} of {cm[t].sum()} images)"
-        )
-    return notes
-
-
 def _load(run) -> dict[str, np.ndarray]:
     path = Path(run.path) / "test_predictions.npz"
     if not path.exists():
@@ -224,7 +179,6 @@ def _confusion(labels, probs, names) -> FigureResult:
         "are mistaken for which",
         fontsize=10,
     )
-    notes = diagnose_confusion(cm, names)
     caption = (
         "Rows: true class; columns: predicted class (the arg-max of the "
         "predicted probabilities). Colour is the share of each true class, "
@@ -236,7 +190,6 @@ def _confusion(labels, probs, names) -> FigureResult:
     return FigureResult(
         key="confusion", section="predictions",
         title="Confusion matrix (test split)", caption=caption, figure=fig,
-        notes=notes,
     )
 
 
@@ -255,7 +208,6 @@ def _top_losses(pred, labels, probs, names) -> FigureResult | None:
     rows = int(np.ceil(n / cols))
     fig = new_figure(11, 0.6 + 2.3 * rows)
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
-    confident = 0
     for a, ax in enumerate(axes):
         if a >= n:
             ax.set_axis_off()
@@ -269,7 +221,6 @@ def _top_losses(pred, labels, probs, names) -> FigureResult | None:
         p = int(np.argmax(probs[i]))
         t = int(labels[i])
         conf = float(probs[i, p])
-        confident += p != t and conf > 0.9
         true_name = short[t] if 0 <= t < len(short) else str(t)
         text = f"true: {true_name} / pred: {short[p]} (p={conf:.2f})"
         if len(text) > 30:
@@ -286,12 +237,6 @@ def _top_losses(pred, labels, probs, names) -> FigureResult | None:
         "ambiguous images and recurring confusions (red: misclassified)",
         fontsize=11,
     )
-    notes = []
-    if confident:
-        notes.append(
-            f"{confident} of the {n} highest-loss test images are "
-            "confidently wrong (p > 0.9): check their labels"
-        )
     caption = (
         "Test images sorted by loss (highest first). Under each: the true "
         "class, the predicted class and its probability p, and the image's "
@@ -301,5 +246,4 @@ def _top_losses(pred, labels, probs, names) -> FigureResult | None:
     return FigureResult(
         key="top_losses", section="predictions",
         title="Highest-loss test images", caption=caption, figure=fig,
-        notes=notes,
     )

@@ -13,15 +13,14 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
 
 from kerasft.errors import RunDirError
 from kerasft.record.store import load_run
 from kerasft.rundir import clean_leftovers
 from kerasft.render.base import DPI, FigureResult, RenderOptions, plain_text
+from kerasft.render.diagnose import diagnose
 from kerasft.render.html import build_html
 
 # Figure modules, each with `render(run, options) -> list[FigureResult]`.
@@ -46,52 +45,18 @@ class Report:
     Attributes:
         index: path of index.html.
         figures: the PNG files, in page order.
-        warnings: diagnoses shown at the top of the page.
+        warnings: what went wrong while rendering (a figure module that
+            failed) or with the run record (a dead run), shown on the page.
         seconds: time taken.
+        findings: the diagnosis (`kerasft.render.diagnose.diagnose`),
+            shown first on the page.
     """
 
     index: Path
     figures: list[Path]
     warnings: list[str]
     seconds: float
-
-
-# The histogram kinds whose records count non-finite entries.
-_COUNTED = ("weights", "gradients", "activations", "probe_gradients")
-
-
-def nonfinite_notes(run) -> list[str]:
-    """One note per record kind whose histograms counted NaN/inf entries.
-
-    Histograms hold finite values only; the ``nonfinite`` count beside
-    them is the rest, so a figure never silently drops them.
-
-    Args:
-        run: a loaded run.
-
-    Returns:
-        Plain-text notes (empty when every recorded entry was finite).
-    """
-    notes = []
-    for kind in _COUNTED:
-        records = run.records.get(kind)
-        if records is None:
-            continue
-        for epoch in records.epochs:
-            rec = records[epoch]
-            counts = rec.get("nonfinite")
-            if counts is None or not np.any(counts):
-                continue
-            bad = np.flatnonzero(counts)
-            names = rec["names"]
-            notes.append(
-                f"{kind}: {len(bad)} tensor(s) hold non-finite (NaN/inf) "
-                f"entries from epoch {epoch} on (first: {names[bad[0]]}, "
-                f"{int(counts[bad[0]])} entries); the histograms show "
-                "the finite entries only."
-            )
-            break
-    return notes
+    findings: list = field(default_factory=list)
 
 
 @plain_text()
@@ -129,10 +94,15 @@ def render_report(
     tmp = run_dir / f".report.tmp-{os.getpid()}"
     tmp.mkdir()
     figures: list[FigureResult] = []
-    warnings = list((run.test or {}).get("warnings", []))
+    warnings = []
     if run.status.get("note"):  # a dead run that still said "running"
-        warnings.insert(0, run.status["note"])
-    warnings += nonfinite_notes(run)
+        warnings.append(run.status["note"])
+    try:
+        findings = diagnose(run)
+    except Exception as e:  # the figures must still be drawn
+        findings = []
+        warnings.append(f"diagnosis failed: {type(e).__name__}: {e}")
+        print(f"kerasft: warning: diagnosis failed: {e!r}", file=sys.stderr)
     try:
         for name in FIGURE_MODULES:
             try:
@@ -152,7 +122,7 @@ def render_report(
                     if note not in warnings:
                         warnings.append(note)
         seconds = time.perf_counter() - t0
-        page = build_html(run, figures, warnings, seconds)
+        page = build_html(run, figures, warnings, seconds, findings)
         (tmp / "index.html").write_text(page, encoding="utf-8")
         if final.exists():
             old = run_dir / f".report.old-{os.getpid()}"
@@ -168,4 +138,5 @@ def render_report(
         [final / f"{f.key}.png" for f in figures],
         warnings,
         time.perf_counter() - t0,
+        findings,
     )

@@ -92,34 +92,6 @@ def histogram_stack(kind, name: str) -> tuple[np.ndarray, list[int], np.ndarray]
     return np.asarray(counts, dtype=np.float64), epochs, edges
 
 
-def change_notes(matrix: np.ndarray, names: list[str]) -> list[str]:
-    """Warnings from the relative-change matrix (kernels x epochs).
-
-    Args:
-        matrix: ``rel_change`` per kernel variable and epoch (NaN = absent).
-        names: the variable paths, one per row.
-
-    Returns:
-        Plain-text warnings: non-finite weights, or no kernel moved at all.
-    """
-    notes = []
-    if matrix.size == 0:
-        return notes
-    bad = [names[i] for i in np.flatnonzero(np.any(np.isinf(matrix), axis=1))]
-    if bad:
-        notes.append(
-            f"{len(bad)} kernel variable(s) have non-finite weights "
-            f"(first: {short_name(bad[0])}): training diverged."
-        )
-    last = matrix[:, -1]
-    if np.all(np.nan_to_num(last) == 0):
-        notes.append(
-            "No kernel variable moved from its initial value: check that "
-            "some layers are trainable and the learning rate is not 0."
-        )
-    return notes
-
-
 # ------------------------------------------------------------------ figures
 
 
@@ -263,7 +235,7 @@ def layer_change(run, options: RenderOptions) -> FigureResult | None:
         "fine-tuning the layers near the output usually move most."
     )
     return FigureResult("layer_change", SECTION, title, caption, fig,
-                        change_notes(matrix, names))
+                        [])
 
 
 def _stage_group(name: str) -> str:

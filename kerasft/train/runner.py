@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import os
 import platform
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
@@ -21,7 +20,7 @@ import numpy as np
 
 import kerasft
 from kerasft import backend
-from kerasft.config import OptimizerConfig, RunConfig, save_config
+from kerasft.config import AUTO_POINTS, OptimizerConfig, RunConfig, save_config
 from kerasft.data import Batches, DataSplits, default_workers, load_splits
 from kerasft.errors import NonFiniteError
 from kerasft.backend.lr_multipliers import set_lr_multipliers
@@ -39,6 +38,8 @@ from kerasft.train.heartbeat import Heartbeat
 from kerasft.train.metrics_logger import MetricsLogger
 from kerasft.train.nonfinite_guard import NonFiniteGuard
 
+log = logging.getLogger(__name__)
+
 # Inference-mode accuracy on (at most) this many training images is measured
 # after training, next to the training-mode accuracy Keras reports.
 TRAIN_EVAL_IMAGES = 1000
@@ -53,8 +54,11 @@ class RunResult:
         test: test metrics (``loss``, ``accuracy``, ...).
         train_eval: metrics on training images in inference mode.
         seconds: wall time of the whole run.
-        warnings: diagnoses worth showing the user.
+        warnings: problems outside the diagnosis (a failed TensorBoard
+            export).
         report: the report's index.html, if one was rendered.
+        findings: the diagnosis of the run
+            (`kerasft.render.diagnose.diagnose`), most serious first.
     """
 
     run_dir: Path
@@ -63,6 +67,7 @@ class RunResult:
     seconds: float
     warnings: list
     report: Path | None = None
+    findings: list = field(default_factory=list)
 
 
 def make_optimizer(
@@ -247,13 +252,16 @@ def _batches(cfg: RunConfig, split, train: bool, max_steps=None,
 
 
 def make_recorders(cfg: RunConfig, splits: DataSplits, run_dir: Path,
-                   start_step: int = 0) -> list:
+                   start_step: int = 0, total_steps: int | None = None) -> list:
     """The recorders the `record:` section asks for, sharing one probe set.
 
     The probe images come from the validation split (the test split if
     there is none), chosen by the seed alone, so every backend records the
     same images; their indices are saved in ``record/probe.json``.
     `start_step`: training steps already done (a resumed run).
+    `total_steps`: the run's training steps, for ``record.every_steps:
+    auto`` (`RecordConfig.steps_between`); the interval used is saved in
+    ``record/probe.json``'s neighbour ``record/recording.json``.
     """
     from kerasft import record
 
@@ -272,6 +280,11 @@ def make_recorders(cfg: RunConfig, splits: DataSplits, run_dir: Path,
     x, _ = images.collect()
     probe = record.ProbeSet(x, source.labels[idx], idx, split_name)
     probe.save(directory / "probe.json", cfg.seed)
+    every = r.steps_between(total_steps if total_steps is not None else
+                            50 * AUTO_POINTS)
+    write_json(directory / "recording.json",
+               {"every_steps": every, "requested": r.every_steps,
+                "total_steps": total_steps})
     batch = probe.head(r.probe_size)
     out = []
     if r.scalars:
@@ -286,11 +299,11 @@ def make_recorders(cfg: RunConfig, splits: DataSplits, run_dir: Path,
         # One fit per epoch: keep the tap (and the compiled step) between
         # them; `train` detaches it before saving the model.
         out.append(record.GradientRecorder(
-            directory, r.every_steps, seed=cfg.seed, detach_at_end=False,
+            directory, every, seed=cfg.seed, detach_at_end=False,
             start_step=start_step))
     if r.update_ratios:
         out.append(record.UpdateRatioRecorder(
-            directory, r.every_steps, start_step=start_step))
+            directory, every, start_step=start_step))
     if r.activations:
         out.append(record.ActivationRecorder(directory, batch.x))
     if r.probe_gradients:
@@ -352,37 +365,6 @@ def save_test_predictions(
     )
     return {"accuracy": float(np.mean(probs.argmax(1) == labels)),
             "loss": float(loss.mean())}
-
-
-def _diagnose(history: dict, train_eval: dict, test: dict) -> list[str]:
-    notes = []
-    bad = [f"{k} {v}" for k, v in {**test, **{
-        f"inference-mode training {k}": v for k, v in train_eval.items()
-    }}.items() if not math.isfinite(v)]
-    if bad:
-        # Training stayed finite (the guard would have stopped it) but the
-        # final model's outputs overflow: no other diagnosis holds.
-        return [
-            f"non-finite evaluation ({', '.join(bad)}): the trained model's "
-            "outputs overflow; lower optimizer.learning_rate or set "
-            "optimizer.clipnorm."
-        ]
-    fit_acc = history.get("accuracy")
-    eval_acc = train_eval.get("accuracy")
-    if fit_acc is not None and eval_acc is not None and fit_acc - eval_acc > 0.15:
-        notes.append(
-            f"BatchNorm lag: accuracy on training images is {fit_acc:.1%} "
-            f"in training mode (last epoch) but {eval_acc:.1%} in inference "
-            "mode. The BatchNorm moving statistics have not caught up with "
-            "the weights; train longer, lower model.bn_momentum, or keep "
-            "BatchNorm in inference mode (plan.batchnorm: inference)."
-        )
-    if eval_acc is not None and eval_acc - test.get("accuracy", 0) > 0.15:
-        notes.append(
-            f"Over-fitting: inference-mode accuracy {eval_acc:.1%} on training "
-            f"images vs {test['accuracy']:.1%} on the test split."
-        )
-    return notes
 
 
 def _export_tensorboard(run_dir: Path) -> list[str]:
@@ -513,7 +495,8 @@ def train(
         else None
     )
     recorders = make_recorders(cfg, splits, run_dir,
-                               resuming.step if resuming else 0)
+                               resuming.step if resuming else 0,
+                               train_batches.steps_per_epoch * cfg.train.epochs)
     phase_records = list(resuming.phase_records) if resuming else []
     history: dict = dict(resuming.history) if resuming else {}
     step = resuming.step if resuming else 0
@@ -649,7 +632,6 @@ def train(
         save_test_predictions(model, cfg, splits, run_dir / "test_predictions.npz")
         test = {k: float(v) for k, v in test.items()}
         train_eval = {k: float(v) for k, v in train_eval.items()}
-        warnings = _diagnose(history, train_eval, test)
         write_json(
             run_dir / "test_metrics.json",
             {
@@ -658,7 +640,6 @@ def train(
                 "train_inference_mode": train_eval,
                 "train_inference_mode_images": n_eval,
                 "last_epoch": history,
-                "warnings": warnings,
             },
         )
         from kerasft.backend.gradient_tap import GradientTap
@@ -678,11 +659,23 @@ def train(
         status.update(state="failed", error=f"{type(e).__name__}: {e}")
         write_json(run_dir / "status.json", status)
         raise
+    warnings = []
     if recorders and cfg.record.tensorboard:
         warnings += _export_tensorboard(run_dir)
     seconds = time.perf_counter() - t0
     status.update(state="completed", seconds=round(seconds, 1))
     write_json(run_dir / "status.json", status)
+    # The same findings the report shows first, from the finished run
+    # directory alone (kerasft.render.diagnose is their one home).
+    from kerasft.record.store import load_run
+    from kerasft.render.diagnose import diagnose
+
+    findings = diagnose(load_run(run_dir))
+    # INFO, not WARNING: the CLI prints the findings itself, and with no
+    # logging configured a WARNING would reach stderr a second time through
+    # logging's last-resort handler. Library users get them in the result.
+    for f in findings:
+        log.info("diagnosis %s [%s]: %s", f.severity, f.id, f.text())
     index = None
     if report:
         # Rendering reads only the finished run directory (record, then
@@ -690,4 +683,5 @@ def train(
         from kerasft.render import render_report
 
         index = render_report(run_dir).index
-    return RunResult(run_dir, test, train_eval, seconds, warnings, index)
+    return RunResult(run_dir, test, train_eval, seconds, warnings, index,
+                     findings)
