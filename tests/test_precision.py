@@ -192,9 +192,9 @@ def test_float16_run_trains_with_loss_scaling(tmp_path_factory):
     effect, and the recorded gradient norms are the unscaled ones."""
     import keras
 
-    # only what this test reads: the gradient recorders, no report
+    # only what this test reads: weights and the gradient recorders
     run = _train(tmp_path_factory, "mixed_float16", "--no-report",
-                 *[a for k in ("weights", "update_ratios", "activations",
+                 *[a for k in ("update_ratios", "activations",
                                "embeddings", "batchnorm", "feature_maps",
                                "tensorboard")
                    for a in ("--set", f"record.{k}=false")])
