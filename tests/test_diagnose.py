@@ -118,7 +118,7 @@ def write_run(path: Path, epochs: int = 5, *, plan: str = "full",
     rng = np.random.default_rng(0)
     w0 = {k: rng.normal(size=64) * 0.05 for k in KERNELS}
     for ep in range(epochs + 1):
-        names, stats, rel, counts, edges, arrays = [], [], [], [], [], []
+        names, rel, arrays = [], [], []
         for k in KERNELS:
             moves = (trains[k] and k not in still and k != zeroed) \
                 or k in frozen_moves

@@ -244,7 +244,6 @@ def render(run, options: RenderOptions) -> list[FigureResult]:
         "Probe-set features in one fixed 2-D basis (PCA of the last epoch)\n"
         "look for classes pulling apart into clusters and the k-NN accuracy "
         "rising from start to end", fontsize=11)
-    first, last = panels[0], panels[-1]
     return [FigureResult(
         key="embeddings",
         section=SECTION,
