@@ -113,11 +113,14 @@ def only_run_dir(parent: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def recorded_run(tmp_path_factory):
-    """One tiny phased quickstart run with every recorder and the report.
+def recorded(tmp_path_factory):
+    """One tiny phased quickstart run with every recorder and the report,
+    as `(run directory, CliResult)`.
 
-    Shared by the recorder and report tests: 2 epochs of 2 steps, epoch 1
-    head only, epoch 2 with conv4-conv5 unfrozen and BatchNorm training.
+    Shared by the end-to-end, recorder, report and compare tests: 2 epochs
+    of 2 steps, epoch 1 head only, epoch 2 with conv4-conv5 unfrozen and
+    BatchNorm training. One run, so the suite trains ResNet50 once for all
+    of them.
     """
     out = tmp_path_factory.mktemp("runs")
     old = os.getcwd()
@@ -132,4 +135,10 @@ def recorded_run(tmp_path_factory):
     finally:
         os.chdir(old)
     assert r.code == 0, r
-    return only_run_dir(out)
+    return only_run_dir(out), r
+
+
+@pytest.fixture(scope="session")
+def recorded_run(recorded):
+    """The run directory of `recorded`."""
+    return recorded[0]

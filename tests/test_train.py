@@ -30,11 +30,10 @@ class _Weights:
         return [np.asarray(w) for w in self.model.get_layer(layer).get_weights()]
 
 
-def test_quickstart_tiny_end_to_end(cli, tmp_path, backend_name):
-    r = cli(["train", "-c", "quickstart", "--epochs", "2", *TINY,
-             "--out", tmp_path])
-    assert r.code == 0, r
-    run = only_run_dir(tmp_path)
+def test_quickstart_tiny_end_to_end(recorded, backend_name):
+    """What `kerasft train -c quickstart` leaves behind (the suite's shared
+    tiny run: 2 epochs, head then fine-tune, every recorder, the report)."""
+    run, r = recorded
     assert re.fullmatch(rf"\d{{8}}-\d{{6}}-quickstart-{backend_name}", run.name)
     assert "test accuracy" in r.out and str(run) in r.out
 
@@ -62,6 +61,7 @@ def test_quickstart_tiny_end_to_end(cli, tmp_path, backend_name):
     test = json.loads((run / "test_metrics.json").read_text())
     assert 0.0 <= test["test"]["accuracy"] <= 1.0 and test["test_images"] == 16
     assert "accuracy" in test["train_inference_mode"]
+    assert (run / "report" / "index.html").is_file()
 
     weights = _Weights(run)
     assert weights.model.output_shape == (None, 10)
@@ -69,22 +69,40 @@ def test_quickstart_tiny_end_to_end(cli, tmp_path, backend_name):
     # the checkpoint of the last epoch holds the final weights
     np.testing.assert_array_equal(
         weights(run / "checkpoints/epoch-002.weights.h5", "head")[0], final)
-    # a second run never overwrites the first
-    r2 = cli(["train", "-c", "quickstart", "--epochs", "1", *TINY,
-              "--no-report", "--set", "record.enabled=false",
-              "--out", tmp_path])
-    assert r2.code == 0
-    assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 2
 
 
-def test_phased_plan_moves_only_what_it_unfreezes(cli, tmp_path):
+def _occupy_run_names(parent, name, backend, seconds=600):
+    """Creates the run directories a run started in the next `seconds`
+    would be named, each holding a file that must survive."""
+    import time
+
+    now = time.time()
+    taken = []
+    for s in range(-1, seconds):
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now + s))
+        d = parent / f"{stamp}-{name}-{backend}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "mine.txt").write_text("not kerasft's")
+        taken.append(d)
+    return taken
+
+
+def test_phased_plan_moves_only_what_it_unfreezes(cli, tmp_path,
+                                                  backend_name):
+    # Every name this run could get is taken already: it must make its
+    # own directory and never write into another's.
+    taken = _occupy_run_names(tmp_path, "quickstart", backend_name)
     r = cli(["train", "-c", "quickstart", "--epochs", "2", *TINY,
              "--plan", "phased", "--set", "plan.head_epochs=1",
              "--set", "plan.unfreeze=1", "--set", "plan.batchnorm=inference",
              "--optimizer", "sgd", "--lr", "0.05",
-             "--set", "optimizer.schedule=constant", "--out", tmp_path])
+             "--set", "optimizer.schedule=constant",
+             "--no-report", "--set", "record.enabled=false",
+             "--out", tmp_path])
     assert r.code == 0, r
-    run = only_run_dir(tmp_path)
+    (run,) = set(p for p in tmp_path.iterdir() if p.is_dir()) - set(taken)
+    assert re.fullmatch(r".*-quickstart-\w+-2", run.name), run.name
+    assert all([p.name for p in d.iterdir()] == ["mine.txt"] for d in taken)
     phases = json.loads((run / "phases.json").read_text())
     assert [p["name"] for p in phases] == ["head", "finetune"]
     assert phases[0]["params"]["trainable"] < phases[1]["params"]["trainable"]
@@ -116,12 +134,17 @@ def test_tfds_path_end_to_end_with_mock_data(cli, tmp_path, tfds_mock):
         r = cli(["train", "-c", "cifar10_resnet50", "--weights", "none",
                  "--image-size", "32", "--epochs", "2", *TINY,
                  "--set", "plan.head_epochs=1",
+                 # the recorders do not depend on the data source
+                 "--set", "record.enabled=false",
                  "--out", tmp_path])
     assert r.code == 0, r
     run = only_run_dir(tmp_path)
     data = json.loads((run / "data.json").read_text())
     assert len(data["class_names"]) == 10
     assert "tensorflow-datasets cifar10" in data["description"]
+    # the report names the classes tfds gave (CIFAR-10's)
+    page = (run / "report" / "index.html").read_text()
+    assert "tensorflow-datasets cifar10" in page
 
 
 def test_default_config_offline_stops_fast_with_download_error(
