@@ -1,10 +1,13 @@
 """Diagnosis: each planted pathology fires exactly its finding, a healthy
 run none.
 
-Most rules are tested on small synthetic run stores written with the
-store's own writers (exact, milliseconds); a few pathologies are planted
-in real tiny runs on the backend under test (LR x1000, a frozen stage
-whose BatchNorm keeps training, and the shared healthy run).
+Every rule is tested on small synthetic run stores written with the
+store's own writers (exact, milliseconds). The pathologies are also
+planted in real tiny ResNet50 runs on the backend under test, two per
+run: LR x1000 with a frozen stage whose BatchNorm keeps training; LR
+x1e-6 with a frozen kernel edited by hand; a dead block with vanishing
+gradients; exploding gradients with a stage that never moves; and the
+shared healthy run raises none.
 """
 
 from __future__ import annotations
@@ -431,3 +434,132 @@ def test_frozen_stage_with_batchnorm_training(tmp_path, monkeypatch):
         [f.text() for f in findings]
     assert "conv2_" in findings[0].message
     assert "[bn_frozen_moving]" in r.out
+
+
+# ------------------------------------------- more plants in real tiny runs
+#
+# Each run is phased (epoch 1 head only, epoch 2 fine-tune) and the plant
+# goes in when the fine-tune phase starts, after the head phase's records:
+# what a rule compares across the phase is then the plant's doing. Two
+# independent plants share a run (CI time); each test asserts that exactly
+# its two findings fire.
+
+PHASED = ["--epochs", "2", "--plan", "phased", "--set", "plan.head_epochs=1"]
+
+
+def _plant_at_finetune(monkeypatch, plant) -> None:
+    """Calls `plant(model)` as the fine-tune phase begins (after the plan
+    set `trainable`), as a user's callback or custom code might."""
+    from kerasft.train import runner
+
+    real = runner.apply_phase
+
+    def apply_phase(model, phase, batchnorm):
+        counts = real(model, phase, batchnorm)
+        if phase.name == "finetune":
+            plant(model)
+        return counts
+
+    monkeypatch.setattr(runner, "apply_phase", apply_phase)
+
+
+def _bn_layers(model, prefixes, branch_only=False):
+    import keras
+
+    return [layer for layer in model.layers
+            if isinstance(layer, keras.layers.BatchNormalization)
+            and layer.name.startswith(prefixes)
+            and not (branch_only and layer.name.endswith("_0_bn"))]
+
+
+def _scale_gamma(model, prefixes, factor, branch_only=False):
+    """Multiplies the BatchNorm gammas of the layers named `prefixes...`:
+    the gradient reaching the kernel before each is scaled by `factor`,
+    while the skip connections carry the rest of the network's as before."""
+    for layer in _bn_layers(model, prefixes, branch_only):
+        layer.gamma.assign(layer.gamma.value * factor)
+
+
+def _finding(findings, id_):
+    (f,) = [f for f in findings if f.id == id_]
+    return f
+
+
+def test_lr_x1e6_and_a_frozen_layer_edited(tmp_path, monkeypatch):
+    """quickstart's rate x1e-6 (1e-9), and a frozen conv3 kernel changed
+    by hand during the fine-tune phase (which unfreezes conv5 only):
+    exactly ``lr_too_low`` and ``frozen_moved``, naming that kernel."""
+    def nudge(model):
+        kernel = model.get_layer("conv3_block1_1_conv").kernel
+        kernel.assign(kernel.value + 0.01)
+
+    _plant_at_finetune(monkeypatch, nudge)
+    r, run = _train_in_process(
+        tmp_path, [*PHASED, "--set", "plan.unfreeze=1", "--lr", "1e-9",
+                   "--set", "optimizer.schedule=constant"],
+        keep=("scalars", "weights", "update_ratios"))
+    assert r.code == 0, r
+    findings = diagnose(load_run(run))
+    print(r.out)
+    assert sorted(ids(problems(findings))) == ["frozen_moved",
+                                               "lr_too_low"], \
+        [f.text() for f in findings]
+    moved = _finding(findings, "frozen_moved")
+    assert "conv3_block1_1_conv" in moved.message
+    assert {str(e.layer).split("/")[0] for e in moved.evidence} == {
+        "conv3_block1_1_conv"}
+    assert "[lr_too_low]" in r.out and "[frozen_moved]" in r.out
+
+
+def test_dead_block_and_vanishing_gradients(tmp_path, monkeypatch):
+    """60% of conv4_block6's output channels killed (their BatchNorm beta
+    set to -1e4: the ReLU after the sum is 0 on every image), and the
+    gradients of the residual branches of conv4's first three blocks
+    shrunk 1e4x (their BatchNorm gammas; the projection shortcut keeps
+    its own, or the next BatchNorm would divide the shrink away): exactly
+    ``dead_layer`` on conv4_block6 and ``vanishing_gradients``."""
+    def plant(model):
+        bn = model.get_layer("conv4_block6_3_bn")
+        import keras
+
+        beta = np.array(keras.ops.convert_to_numpy(bn.beta.value))
+        beta[: int(0.6 * beta.size)] = -1e4
+        bn.beta.assign(beta)
+        _scale_gamma(model, ("conv4_block1_", "conv4_block2_",
+                             "conv4_block3_"), 1e-4, branch_only=True)
+
+    _plant_at_finetune(monkeypatch, plant)
+    r, run = _train_in_process(
+        tmp_path, PHASED,
+        keep=("scalars", "weights", "gradients", "activations"))
+    assert r.code == 0, r
+    findings = diagnose(load_run(run))
+    print(r.out)
+    assert sorted(ids(problems(findings))) == ["dead_layer",
+                                               "vanishing_gradients"], \
+        [f.text() for f in findings]
+    assert "conv4_block6" in _finding(findings, "dead_layer").message
+    assert "[dead_layer]" in r.out and "[vanishing_gradients]" in r.out
+
+
+def test_exploding_gradients_and_a_stage_that_never_moved(tmp_path,
+                                                         monkeypatch):
+    """conv5 at a learning-rate multiplier of 1e-30 (so it never moves),
+    and the gradients of conv5's residual branches shrunk 1e4x against
+    the input side's (their BatchNorm gammas): exactly
+    ``exploding_gradients`` and ``never_moved`` on conv5."""
+    _plant_at_finetune(monkeypatch, lambda model: _scale_gamma(
+        model, ("conv5_",), 1e-4, branch_only=True))
+    r, run = _train_in_process(
+        tmp_path, [*PHASED,
+                   "--set", "plan.lr_multipliers={conv5: 1.0e-30, conv4: 1}"],
+        keep=("scalars", "weights", "gradients", "update_ratios"))
+    assert r.code == 0, r
+    findings = diagnose(load_run(run))
+    print(r.out)
+    assert sorted(ids(problems(findings))) == ["exploding_gradients",
+                                               "never_moved"], \
+        [f.text() for f in findings]
+    still = _finding(findings, "never_moved")
+    assert {str(e.layer).split("_")[0] for e in still.evidence} == {"conv5"}
+    assert "[exploding_gradients]" in r.out and "[never_moved]" in r.out
