@@ -278,7 +278,7 @@ def test_too_few_step_rows_say_so(tmp_path):
     findings = diagnose(load_run(path))
     (few,) = [f for f in findings if f.id == "too_few_points"]
     text = " ".join(e.text() for e in few.evidence)
-    assert "update ratios" in text and "not enough points (n=0" in text
+    assert "update-ratio trend" in text and "not enough points (n=0" in text
     from kerasft.render import gradients
     from kerasft.render.base import RenderOptions
 

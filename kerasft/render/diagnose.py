@@ -988,10 +988,11 @@ def recorded_interval(run) -> int | str | None:
 
 
 def _rule_points(ctx: _Context) -> None:
-    """Step tables with too few rows to show a trend."""
+    """Step tables with too few rows to show a trend (the figures'; the
+    learning-rate rules judge the median of whatever rows there are)."""
     every = recorded_interval(ctx.run)
-    for name, label in (("update_ratios", "update ratios"),
-                        ("grad_norms", "per-step gradient norms")):
+    for name, label in (("update_ratios", "update-ratio trend"),
+                        ("grad_norms", "gradient-norm trend")):
         recorded = name in ctx.tables or (
             (ctx.config.get("record") or {}).get(name if name !=
                                                  "grad_norms" else
