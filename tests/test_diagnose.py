@@ -271,6 +271,8 @@ def test_fit_is_judged_on_the_final_phase(tmp_path):
     (few,) = [f for f in findings if f.id == "too_few_points"]
     assert "not enough points (n=2, need 3)" in " ".join(
         e.text() for e in few.evidence)
+    # epochs are missing, not step rows: no advice to record more often
+    assert "every_steps" not in few.action
 
 
 def test_too_few_step_rows_say_so(tmp_path):
@@ -279,6 +281,7 @@ def test_too_few_step_rows_say_so(tmp_path):
     (few,) = [f for f in findings if f.id == "too_few_points"]
     text = " ".join(e.text() for e in few.evidence)
     assert "update-ratio trend" in text and "not enough points (n=0" in text
+    assert "record more often (record.every_steps)" in few.action
     from kerasft.render import gradients
     from kerasft.render.base import RenderOptions
 

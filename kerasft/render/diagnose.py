@@ -1236,12 +1236,15 @@ def diagnose(run) -> list[Finding]:
     # judgement) does not ask for more points either.
     few = [e for judges, e in ctx.few if not judges or not judges <= silenced]
     if few:
+        # Recording more often helps only the step tables' checks.
+        steps = any("record.every_steps" in e.what for e in few)
         kept.append(Finding(
             "too_few_points", "info",
             f"not enough points to judge {len(few)} check(s): "
             + ", ".join(e.what.split(":")[0] for e in few),
-            "train longer or on more images, or record more often "
-            "(record.every_steps)",
+            "train longer or on more images"
+            + (", or record more often (record.every_steps)" if steps
+               else ""),
             tuple(Evidence(f"{e.what}: not enough points (n={e.value}, "
                            f"{e.threshold})") for e in few)))
     kept.sort(key=lambda f: SEVERITIES.index(f.severity))
