@@ -987,6 +987,11 @@ def recorded_interval(run) -> int | str | None:
             or {}).get("every_steps")
 
 
+# What a step table's too-few-points evidence says: recording more often
+# (record.every_steps) gives such a check its points.
+_STEP_ROWS = "rows recorded (record.every_steps"
+
+
 def _rule_points(ctx: _Context) -> None:
     """Step tables with too few rows to show a trend (the figures'; the
     learning-rate rules judge the median of whatever rows there are)."""
@@ -1004,7 +1009,7 @@ def _rule_points(ctx: _Context) -> None:
         n = len((ctx.tables.get(name) or {}).get("step", []))
         if n < MIN_STEP_POINTS:
             ctx.too_few(frozenset(), Evidence(
-                f"{label}: rows recorded (record.every_steps {every})", n,
+                f"{label}: {_STEP_ROWS} {every})", n,
                 f"need {MIN_STEP_POINTS}"))
 
 
@@ -1237,7 +1242,7 @@ def diagnose(run) -> list[Finding]:
     few = [e for judges, e in ctx.few if not judges or not judges <= silenced]
     if few:
         # Recording more often helps only the step tables' checks.
-        steps = any("record.every_steps" in e.what for e in few)
+        steps = any(_STEP_ROWS in e.what for e in few)
         kept.append(Finding(
             "too_few_points", "info",
             f"not enough points to judge {len(few)} check(s): "

@@ -105,8 +105,7 @@ def locate_nonfinite(model: keras.Model, x, y, training: bool,
     found["weights"] = next(
         (v.path for v in used if _count_nonfinite(v.value)), None)
     x = np.asarray(x)
-    found["input"] = int(np.sum(~np.isfinite(x))) if x.dtype.kind == "f" \
-        else 0
+    found["input"] = _count_nonfinite(x)
     layers = [l for l in model.layers
               if not isinstance(l, keras.layers.InputLayer)]
     saved = [np.array(keras.ops.convert_to_numpy(v.value))
