@@ -574,7 +574,7 @@ def _lr_find(args: argparse.Namespace) -> int:
     backend.seed_everything(cfg.seed)
     splits = load_splits(cfg.data, cfg.seed)
     model = build_model(cfg.model, splits.num_classes, cfg.data.image_size,
-                        precision=cfg.train.precision)
+                        precision=cfg.train.precision, seed=cfg.seed)
     if weights_file:
         try:
             model.load_weights(weights_file)

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from conftest import TINY, only_run_dir
+from test_init import QUICKSTART_START
 
 
 class _Weights:
@@ -42,6 +43,9 @@ def test_quickstart_tiny_end_to_end(recorded, backend_name):
     env = json.loads((run / "env.json").read_text())
     assert env["backend"] == backend_name and env["seed"] == 1337
     assert {"keras", "framework", "python", "device"} <= env.keys()
+    # no flag: the seed alone gives the start every backend gets
+    assert env["initial_weights_sha256"] == QUICKSTART_START
+    assert env["initial_weights_drawn"].startswith("every variable: numpy")
     assert json.loads((run / "status.json").read_text())["state"] == "completed"
 
     rows = list(csv.DictReader(open(run / "metrics.csv")))

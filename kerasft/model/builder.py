@@ -17,6 +17,7 @@ import keras
 
 from kerasft.config import ModelConfig
 from kerasft.errors import ConfigError, DownloadError
+from kerasft.model.init import draw_initial_weights
 
 _APPLICATIONS = {
     "resnet50": "ResNet50",
@@ -118,7 +119,7 @@ def dtype_policy(name: str) -> Iterator[None]:
 
 def build_model(
     cfg: ModelConfig, num_classes: int, image_size: int,
-    precision: str = "float32",
+    precision: str = "float32", seed: int | None = None,
 ) -> keras.Model:
     """Builds the backbone plus a new Dense head, with weights loaded.
 
@@ -130,6 +131,13 @@ def build_model(
             (`float32`, `mixed_bfloat16` or `mixed_float16`); the head
             always computes in float32, so the logits and the loss are
             numerically stable. Defaults to `"float32"`.
+        seed: draw every variable that `cfg.weights` does not load (all of
+            them for `none`, the head for `imagenet` or a backbone-only
+            file) from numpy by this seed and the variable's path
+            (`kerasft.model.init`), so the start is the same on every
+            backend. None keeps Keras's own draw, which depends on the
+            backend. Defaults to None; `kerasft train` passes the run's
+            seed.
 
     Returns:
         An uncompiled `keras.Model` whose layers keep their
@@ -168,6 +176,14 @@ def build_model(
         model = keras.Model(
             backbone.input, outputs, name=f"{cfg.arch}_finetune"
         )
+    if seed is not None:
+        # ImageNet weights are already in the backbone: draw the head only.
+        # A file is loaded over the drawn values below, so whatever it does
+        # not hold (the head, for a backbone-only file) keeps the draw.
+        own = {id(layer) for layer in backbone.layers}
+        draw_initial_weights(model, seed, layers=[
+            layer for layer in model.layers
+            if weights != "imagenet" or id(layer) not in own])
     if file is not None:
         load_weights_file(model, backbone, file, cfg.arch, num_classes)
     if cfg.bn_momentum is not None:

@@ -464,7 +464,7 @@ def train(
     if splits is None:
         splits = load_splits(cfg.data, cfg.seed)
     model = build_model(cfg.model, splits.num_classes, cfg.data.image_size,
-                        precision=cfg.train.precision)
+                        precision=cfg.train.precision, seed=cfg.seed)
 
     phases = make_phases(cfg.plan, cfg.train)
     if resuming is None:
@@ -475,6 +475,10 @@ def train(
         env = environment(cfg)
         env["initial_weights_sha256"] = weights_fingerprint(model)
         env["initial_weights_source"] = cfg.model.weights
+        env["initial_weights_drawn"] = (
+            {"none": "every variable", "imagenet": "the head"}.get(
+                cfg.model.weights, "every variable the file does not hold")
+            + f": numpy, seed {cfg.seed}, one generator per variable path")
         env["deterministic"] = cfg.train.deterministic
         env["determinism_notes"] = determinism
         env.update(precision_record(model, cfg))
