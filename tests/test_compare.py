@@ -156,3 +156,34 @@ def test_compare_figures_keep_titles_whole_and_epochs_integer():
     report._integer_epochs(ax, np.array([1.0]))
     assert ax.get_xlim() == (0.5, 1.5)
     assert list(ax.get_xticks()) == [1]
+
+
+def test_summarize_reads_the_run_directory_and_leaves_missing_values_none(
+        recorded_run, tmp_path):
+    import json
+
+    from kerasft.compare.summary import KEYS, summarize
+    from kerasft.record.store import load_run
+
+    s = summarize(load_run(recorded_run))
+    assert tuple(s) == KEYS
+    test = json.loads((recorded_run / "test_metrics.json").read_text())
+    phases = json.loads((recorded_run / "phases.json").read_text())
+    assert s["plan"] == "phased" and s["arch"] == "resnet50"
+    assert s["state"] == "completed" and s["epochs"] == 2
+    assert s["test_accuracy"] == test["test"]["accuracy"]
+    assert (s["train_inference_accuracy"]
+            == test["train_inference_mode"]["accuracy"])
+    # the phased plan's widest phase (epoch 2, conv4-conv5 and the head)
+    assert s["trainable_params"] == phases[1]["params"]["trainable"]
+    assert s["trainable_params"] > phases[0]["params"]["trainable"]
+    assert s["wall_seconds"] > 0 and s["images_per_second"] > 0
+    assert s["best_val_epoch"] in (1, 2)
+    assert 0 <= s["knn_accuracy"] <= 1 and s["knn_epoch"] == 2
+    # a copy without test metrics, phases or embeddings: None, not a guess
+    bare = _copy(recorded_run, tmp_path, "bare")
+    s = summarize(load_run(bare))
+    for key in ("test_accuracy", "train_inference_accuracy",
+                "trainable_params", "knn_accuracy", "knn_epoch"):
+        assert s[key] is None, key
+    assert s["seed"] is not None and s["epochs"] == 2
