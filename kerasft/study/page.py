@@ -16,9 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from kerasft.render.html import _CSS, _SCRIPT, _e
-from kerasft.rundir import atomic_write
+from kerasft.rundir import atomic_write, write_json
 
 log = logging.getLogger(__name__)
+
+# The page's table and verdict as data, beside it.
+RESULTS_FILE = "results.json"
 
 # (summary key, column title, kind): kind says how a value is shown.
 COLUMNS = (
@@ -220,9 +223,14 @@ def _compare(study, state: dict):
         return None, [f"{len(done)} completed variant(s): no comparison "
                       "figures (they need two)"]
     try:
+        import inspect  # transitional: until h11-compare's labels land
+
+        kwargs = ({"labels": [e["label"] for e in done]}
+                  if "labels" in inspect.signature(compare_runs).parameters
+                  else {})
         comparison = compare_runs(
             [study.out / e["run_dir"] for e in done], study.out / "compare",
-            labels=[e["label"] for e in done])
+            **kwargs)
     except KerasftError as e:
         # the table and verdict stand without the figures; the page says why
         log.warning("study: compare_runs refused the runs: %s", e)
@@ -258,6 +266,15 @@ def _figures_html(comparison) -> str:
     parts.append("<p>The whole comparison: <a href='compare/index.html'>"
                  "compare/index.html</a>.</p>")
     return "".join(parts)
+
+
+def _run_link(out: Path, run_dir: str | None) -> str:
+    """A variant's run: a link to its report, else to its folder."""
+    if not run_dir:
+        return "not started"
+    report = f"{run_dir}/report/index.html"
+    target = report if (out / report).is_file() else run_dir
+    return f"<a href='{_e(target)}'>{_e(run_dir)}</a>"
 
 
 def _table_html(rows: list[dict]) -> str:
@@ -337,11 +354,12 @@ def write_page(study, state: dict) -> Page:
         _figures_html(comparison),
         "<h2 id='runs'>Runs</h2><table class='kv'>",
         *(f"<tr><td>{_e(e['label'])}</td><td>{_e(e['state'])}</td><td>"
-          + (f"<a href='{_e(e['run_dir'])}/report/index.html'>"
-             f"{_e(e['run_dir'])}</a>" if e["run_dir"] else "not started")
-          + "</td></tr>" for e in state["variants"]),
+          + _run_link(study.out, e["run_dir"]) + "</td></tr>"
+          for e in state["variants"]),
         "</table></body></html>",
     ]
+    write_json(study.out / RESULTS_FILE, {"rows": rows, "verdict": lines,
+                                          "warnings": warnings})
     index = study.out / "index.html"
     with atomic_write(index) as f:
         f.write("\n".join(parts))
