@@ -151,3 +151,38 @@ def test_bad_values_are_one_line_errors_and_write_nothing(
     assert r.err.startswith("Error: ") and r.err.count("\n") == 1, r.err
     assert says in r.err, r.err
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_an_unfinished_study_continues_where_it_stopped(study, tmp_path):
+    """A variant interrupted after its checkpoint continues in its own run
+    directory; one that failed before any checkpoint trains again from the
+    same start into a new one, its failed attempt kept in study.json."""
+    import shutil
+
+    out = tmp_path / "s"
+    shutil.copytree(study[0], out)
+    state = json.loads((out / "study.json").read_text())
+    head, full = (out / v["run_dir"] for v in state["variants"])
+    for run, what in ((head, "failed"), (full, "interrupted")):
+        status = json.loads((run / "status.json").read_text())
+        status["state"] = what
+        (run / "status.json").write_text(json.dumps(status))
+    shutil.rmtree(head / "checkpoints")  # failed before its first one
+    state["variants"][0]["state"] = "failed"
+    state["variants"][1]["state"] = "interrupted"
+    (out / "study.json").write_text(json.dumps(state))
+    r = _cli_study(out)
+    assert r.code == 0, r
+    assert f"continuing {state['variants'][1]['run_dir']}" in r.out
+    assert "training it again from the start" in r.out
+    after = json.loads((out / "study.json").read_text())
+    assert [v["state"] for v in after["variants"]] == ["completed"] * 2
+    assert after["variants"][1]["run_dir"] == state["variants"][1]["run_dir"]
+    again = out / after["variants"][0]["run_dir"]
+    assert again != head
+    assert after["variants"][0]["attempts"][0]["run_dir"] == str(
+        head.relative_to(out))
+    fingerprint = [json.loads((d / "env.json").read_text())[
+        "initial_weights_sha256"] for d in (head, again)]
+    assert fingerprint[0] == fingerprint[1]

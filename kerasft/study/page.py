@@ -171,12 +171,12 @@ def verdict(rows: list[dict]) -> list[str]:
             text += f" at {row['wall_seconds'] / ref['wall_seconds']:.1f}x the time"
         elif row["train_seconds"] and ref["train_seconds"]:
             text += (f" at {row['train_seconds'] / ref['train_seconds']:.1f}x "
-                     "the training-step time (a resumed run has no wall "
-                     "time)")
+                     "the time in training steps (a resumed run has no "
+                     "wall time)")
         n = min(len(row["seeds"]), len(ref["seeds"]))
         if n < 2:
-            text += (" (one seed: the difference may be seed noise; "
-                     "--seeds 0,1,2 measures the spread)")
+            text += ("; one seed, so the difference may be seed noise "
+                     "(--seeds 0,1,2 measures the spread)")
         else:
             spread = 100 * ((row["test_accuracy_std"] or 0)
                             + (ref["test_accuracy_std"] or 0))

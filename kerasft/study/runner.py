@@ -323,14 +323,24 @@ def _train_variant(study: StudyPlan, i: int, entry: dict, state: dict,
     cfg, resume = study.configs[i], None
     old = study.out / entry["run_dir"] if entry["run_dir"] else None
     if old is not None and old.is_dir():
+        status = read_status(old)
+        if status.get("state") == "running":  # alive: see read_status
+            raise RunDirError(
+                f"study variant {entry['label']}: {old} is being trained "
+                f"by another process (pid {status.get('pid')} on "
+                f"{status.get('host')}). Wait for it, or stop it and run "
+                "this command again.")
         try:
             resumable(old)
             resume = old
             cfg = load_config(old / "config.yaml")
+            say(f"study: {entry['label']}: continuing {entry['run_dir']} "
+                "from its last checkpoint")
         except RunDirError as e:
             # no checkpoint to continue from: train it again, keeping the
             # failed attempt recorded
-            say(f"study: {entry['label']}: {e} Training it again.")
+            say(f"study: {entry['label']}: {entry['run_dir']} cannot be "
+                f"continued ({e}); training it again from the start")
             entry["attempts"].append({"run_dir": entry["run_dir"],
                                       "state": entry["state"],
                                       "error": entry.get("error")})
