@@ -282,12 +282,18 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="open index.html in the default web browser")
     c = sub.add_parser(
         "compare",
-        help="lay runs from different backends side by side",
+        help="lay any runs side by side (backends, plans, seeds, ...)",
         description=(
-            "Compare two or more runs (the first is the reference): curves "
-            "overlaid, per-layer weight-histogram distances, weight, probe "
-            "activation and probe gradient differences, embeddings side by "
-            "side, the largest divergences and the tolerance checks."
+            "Compare two or more runs (the first is the reference). Any "
+            "runs: curves overlaid, test metrics, timing, a per-run table, "
+            "embeddings' k-NN accuracy. Runs with the reference's layers: "
+            "per-layer and per-stage weight change from each run's own "
+            "start, weight quantiles over epochs, embeddings side by side. "
+            "Runs with the reference's start and maths (initial-weight "
+            "fingerprint and config): weight-histogram distances, weight, "
+            "probe activation and probe gradient differences, the largest "
+            "divergences and the tolerance checks. Views it cannot draw are "
+            "listed with the reason."
         ),
     )
     c.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
@@ -296,8 +302,9 @@ def _build_parser() -> argparse.ArgumentParser:
     c.add_argument("--open", action="store_true",
                    help="open index.html in the default web browser")
     c.add_argument("--check", action="store_true",
-                   help="exit with status 1 if a tolerance check fails "
-                   "(default: report it and exit 0)")
+                   help="exit with status 1 if a tolerance check fails, "
+                   "or if a run's checks were skipped (different start or "
+                   "config) (default: report it and exit 0)")
     return parser
 
 
@@ -307,6 +314,15 @@ def _compare(args: argparse.Namespace) -> int:
     result = compare_runs(args.run_dirs, args.out)
     for w in result.warnings:
         print(f"kerasft: warning: {w}")
+    # views skipped for one reason are listed on one line
+    skipped: dict[str, list[str]] = {}
+    for view in result.views.values():
+        if not view.present:
+            skipped.setdefault(view.reason, []).append(view.title)
+        elif view.reason:
+            print(f"kerasft: {view.title}: {view.reason}")
+    for reason, titles in skipped.items():
+        print(f"kerasft: skipped {', '.join(titles)}: {reason}")
     for pair, checks in result.checks.items():
         bad = [c for c in checks if not c["ok"]]
         if not checks:
@@ -323,12 +339,18 @@ def _compare(args: argparse.Namespace) -> int:
         print(f"kerasft: FAILED: {len(result.failed)} tolerance check(s) "
               "failed" + ("" if args.check else
                           " (exit status 0; use --check to exit 1)"))
+    if args.check and result.unchecked:
+        # nothing checked is not a pass: a CI job comparing runs that do not
+        # share a start must not go green
+        print(f"kerasft: FAILED: --check: {len(result.unchecked)} pair(s) "
+              "have no tolerance checks: "
+              + "; ".join(result.unchecked))
     print(f"kerasft: comparison: {result.index}")
     if args.open:
         import webbrowser
 
         webbrowser.open(result.index.resolve().as_uri())
-    return 1 if args.check and result.failed else 0
+    return 1 if args.check and (result.failed or result.unchecked) else 0
 
 
 def _init_weights(value: str) -> str:

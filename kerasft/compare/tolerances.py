@@ -278,12 +278,22 @@ def _worst(names, values, name, tol) -> Check:
                  tol, str(names[i]) if len(names) else "-")
 
 
-def parity_checks(a, b) -> list[Check]:
+def parity_checks(a, b, histograms: bool = True) -> list[Check]:
     """Every tolerance above, for runs `a` and `b` (from `load_run`), in
-    the tier their configs call for (`tier_for`)."""
+    the tier their configs call for (`tier_for`).
+
+    Args:
+        a, b: the runs; `a` is the reference.
+        histograms: include the weight-histogram checks; `kerasft compare`
+            leaves them out for stores whose bins cannot be reconciled
+            (`kerasft.compare.rules.histogram_difference`). Defaults to
+            `True`.
+    """
     tier = tier_for(a, b)
     checks = []
     wa, wb = a.records.get("weights"), b.records.get("weights")
+    if not histograms:
+        wa = wb = None
     if wa is not None and wb is not None and 0 in wa.epochs and 0 in wb.epochs:
         ra = wa[0]
         diff = histogram_distances(ra, wb[0], wa, wb, "counts")

@@ -26,6 +26,7 @@ from kerasft.render.base import (
     FigureResult,
     RenderOptions,
     kernels_only,
+    log_colorbar,
     new_figure,
     select_layers,
     short_name,
@@ -159,6 +160,7 @@ def weight_histograms(run, options: RenderOptions) -> FigureResult | None:
         bar = fig.colorbar(image, ax=list(axes), shrink=0.6, pad=0.01,
                            extend="min")
         bar.set_label("share of the tensor's entries in the bin (log)")
+        log_colorbar(bar)
     shown = "every kernel variable" if len(chosen) == len(kernels) else (
         f"{len(chosen)} of {len(kernels)} kernel variables, spread input to "
         "output")
@@ -219,10 +221,11 @@ def layer_change(run, options: RenderOptions) -> FigureResult | None:
     ax.set_yticklabels([short_name(names[i]).removesuffix("/kernel")
                         for i in rows], fontsize=7)
     ax.set_ylabel("kernel variable (input at top, output at bottom)")
-    _stage_lines(ax, names)
+    stage_lines(ax, names)
     phase_lines(ax, run.phases, epochs, "tab:red")
     bar = fig.colorbar(image, ax=ax, pad=0.01)
     bar.set_label("||W_t - W_0|| / ||W_0|| (log)")
+    log_colorbar(bar)
     fig.legend(handles=[Patch(fc=FROZEN_COLOUR, ec="0.5",
                               label="frozen: 0 (did not move)")],
                loc="outside lower center", fontsize=8)
@@ -243,7 +246,7 @@ def _stage_group(name: str) -> str:
     return name.split("/")[0].split("_block")[0].split("_")[0]
 
 
-def _stage_lines(ax, names: list[str]) -> None:
+def stage_lines(ax, names: list[str]) -> None:
     """Thin horizontal lines where the stage (name prefix) changes."""
     groups = [_stage_group(n) for n in names]
     for i in range(1, len(groups)):
