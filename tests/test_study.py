@@ -91,7 +91,10 @@ def test_the_study_page_loads_in_headless_chromium(study, tmp_path):
     for row in result.rows:
         assert f"<td>{row['trainable_params']:,.0f}</td>" in page
     figures = re.findall(r"<img src='(compare/[^']+\.png)'", page)
-    assert figures and "compare/compare_curves.png" in figures
+    # the study's views of the comparison: curves, which layers moved,
+    # per-stage change, the embeddings' k-NN accuracy
+    for key in ("curves", "layer_change", "stage_change", "knn"):
+        assert f"compare/compare_{key}.png" in figures, key
     for src in figures:
         _check_png(out / src)
     exe = _chromium()

@@ -33,6 +33,10 @@ COLUMNS = (
     ("train_inference_accuracy", "train accuracy (inference mode)", "pct"),
     ("knn_accuracy", "k-NN accuracy (embeddings)", "pct"),
 )
+# The views of `compare_runs` the page shows, in this order (the rest are
+# on the comparison's own page, linked).
+STUDY_VIEWS = ("curves", "layer_change", "stage_change", "knn", "embeddings",
+               "metrics")
 # Kept in the rows but not shown: the verdict's time ratio falls back on
 # the seconds in training steps when a resumed run has no wall time.
 HIDDEN = (("train_seconds", "seconds"),)
@@ -223,14 +227,9 @@ def _compare(study, state: dict):
         return None, [f"{len(done)} completed variant(s): no comparison "
                       "figures (they need two)"]
     try:
-        import inspect  # transitional: until h11-compare's labels land
-
-        kwargs = ({"labels": [e["label"] for e in done]}
-                  if "labels" in inspect.signature(compare_runs).parameters
-                  else {})
         comparison = compare_runs(
             [study.out / e["run_dir"] for e in done], study.out / "compare",
-            **kwargs)
+            labels=[e["label"] for e in done])
     except KerasftError as e:
         # the table and verdict stand without the figures; the page says why
         log.warning("study: compare_runs refused the runs: %s", e)
@@ -239,32 +238,33 @@ def _compare(study, state: dict):
 
 
 def _figures_html(comparison) -> str:
+    """The comparison's study views (`STUDY_VIEWS`) as figures, the ones it
+    skipped with its reason, and a link to the rest."""
     if comparison is None:
         return "<p>No comparison figures (see the warnings above).</p>"
-    parts = []
-    views = getattr(comparison, "views", None) or []
-    by_file = {}
-    for view in views:
-        for fig in view.get("figures", []) if isinstance(view, dict) else []:
-            by_file[Path(fig).name] = view
-    for path in comparison.figures:
-        path = Path(path)
-        view = by_file.get(path.name, {})
-        title = view.get("title") or path.stem.replace("_", " ")
-        caption = view.get("caption", "")
+    parts, skipped = [], []
+    for key in STUDY_VIEWS:
+        view = comparison.views.get(key)
+        if view is None:
+            continue
+        if not view.present or view.figure is None:
+            skipped.append(view)
+            continue
+        note = f" ({view.reason})" if view.reason else ""
         parts.append(
-            f"<figure id='fig-{_e(path.stem)}'><img src='compare/"
-            f"{_e(path.name)}' alt='{_e(title)}' loading='eager'>"
-            f"<figcaption><b>{_e(title)}.</b> {_e(caption)}</figcaption>"
-            "</figure>")
-    skipped = [v for v in views if isinstance(v, dict) and not v.get("present",
-                                                                      True)]
+            f"<figure id='fig-{_e(key)}'><img src='compare/"
+            f"{_e(Path(view.figure).name)}' alt='{_e(view.title)}' "
+            f"loading='eager'><figcaption><b>{_e(view.title)}.</b>"
+            f"{_e(note)}</figcaption></figure>")
     if skipped:
-        parts.append("<p>Views the comparison skipped:</p><ul>" + "".join(
-            f"<li>{_e(v.get('title', v.get('name', '?')))}: "
-            f"{_e(v.get('reason', ''))}</li>" for v in skipped) + "</ul>")
-    parts.append("<p>The whole comparison: <a href='compare/index.html'>"
-                 "compare/index.html</a>.</p>")
+        parts.append("<p>Views the comparison could not draw:</p><ul>" + "".join(
+            f"<li>{_e(v.title)}: {_e(v.reason or '')}</li>" for v in skipped)
+            + "</ul>")
+    others = [v.title for k, v in comparison.views.items()
+              if k not in STUDY_VIEWS and v.present]
+    parts.append("<p>The whole comparison"
+                 + (f" (also: {_e(', '.join(others))})" if others else "")
+                 + ": <a href='compare/index.html'>compare/index.html</a>.</p>")
     return "".join(parts)
 
 
