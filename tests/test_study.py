@@ -129,7 +129,7 @@ def test_other_flags_in_the_same_folder_are_refused(study):
     r = _cli_study(out, "--seeds", "0,1")
     assert r.code == 2
     assert r.err.count("\n") == 1 and r.err.startswith("Error: ")
-    assert "--seeds was None, now [0, 1]" in r.err and "another --out" in r.err
+    assert "--seeds was not given, now 0,1" in r.err and "another --out" in r.err
     assert sorted(p.name for p in out.rglob("*")) == before
 
 

@@ -280,12 +280,23 @@ def _check_same_study(study: StudyPlan) -> None:
         return
     old = read_json(path).get("flags", {})
     for key, name in _FLAG_NAMES.items():
-        if old.get(key) != study.flags[key]:
-            raise ConfigError(
-                f"--out {study.out} holds a study made with other flags: "
-                f"{name} was {old.get(key)!r}, now {study.flags[key]!r}. "
-                "Give another --out for a new study, or the same flags to "
-                "continue that one.")
+        if old.get(key) == study.flags[key]:
+            continue
+        what = ("changed since" if key == "config_sha256" else
+                f"was {_flag_text(old.get(key))}, now "
+                f"{_flag_text(study.flags[key])}")
+        raise ConfigError(
+            f"--out {study.out} holds a study made with other flags: "
+            f"{name} {what}. Give another --out for a new study, or the "
+            "same flags to continue that one.")
+
+
+def _flag_text(value) -> str:
+    if value is None:
+        return "not given"
+    if isinstance(value, list):
+        return ",".join(map(str, value)) or "none"
+    return str(value)
 
 
 def _state(study: StudyPlan) -> dict:
@@ -344,6 +355,7 @@ def _train_variant(study: StudyPlan, i: int, entry: dict, state: dict,
             entry["attempts"].append({"run_dir": entry["run_dir"],
                                       "state": entry["state"],
                                       "error": entry.get("error")})
+            entry["run_dir"] = None
     seed_key = str(study.variants[i].seed)
     start = state["starts"].get(seed_key)
     if (resume is None and study.init_from is None and start
