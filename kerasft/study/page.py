@@ -194,6 +194,10 @@ def verdict(rows: list[dict]) -> list[str]:
     scored = [r for r in rows if r["test_accuracy"] is not None]
     if len(scored) > 1:
         top = max(scored, key=lambda r: r["test_accuracy"])
+        if all(r["test_accuracy"] == top["test_accuracy"] for r in scored):
+            lines.append(f"Every row has the same mean test accuracy, "
+                         f"{100 * top['test_accuracy']:.1f}%.")
+            return [line for line in lines if line]
         lines.append(
             f"Highest mean test accuracy: {PLAN_NAMES[top['plan']]} "
             f"lr={top['lr']}, {100 * top['test_accuracy']:.1f}%"
