@@ -314,14 +314,11 @@ def _compare(args: argparse.Namespace) -> int:
     result = compare_runs(args.run_dirs, args.out)
     for w in result.warnings:
         print(f"kerasft: warning: {w}")
-    # views skipped for one reason are listed on one line
-    skipped: dict[str, list[str]] = {}
-    for view in result.views.values():
-        if not view.present:
-            skipped.setdefault(view.reason, []).append(view.title)
-        elif view.reason:
-            print(f"kerasft: {view.title}: {view.reason}")
-    for reason, titles in skipped.items():
+    from kerasft.compare.report import grouped_reasons
+
+    for titles, reason in grouped_reasons(result.views, present=True):
+        print(f"kerasft: {', '.join(titles)}: {reason}")
+    for titles, reason in grouped_reasons(result.views):
         print(f"kerasft: skipped {', '.join(titles)}: {reason}")
     for pair, checks in result.checks.items():
         bad = [c for c in checks if not c["ok"]]

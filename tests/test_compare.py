@@ -4,6 +4,7 @@ session's recorded run)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import numpy as np
@@ -187,3 +188,184 @@ def test_summarize_reads_the_run_directory_and_leaves_missing_values_none(
                 "trainable_params", "knn_accuracy", "knn_epoch"):
         assert s[key] is None, key
     assert s["seed"] is not None and s["epochs"] == 2
+
+
+# Views of `kerasft compare` by what they need (kerasft/compare/rules.py).
+ANY_RUNS = ("curves", "metrics", "summary", "knn")
+SAME_LAYERS = ("layer_change", "stage_change", "weight_stats", "embeddings")
+SAME_START = ("hist_distance", "weight_diff", "probe", "divergences",
+              "checks")
+
+
+@pytest.fixture(scope="module")
+def head_run(tmp_path_factory):
+    """A second real run: plan head, seed 7 (so another start), 1 step,
+    only the recorders the compare views read."""
+    from conftest import REPO, only_run_dir
+
+    out = tmp_path_factory.mktemp("head")
+    old = os.getcwd()
+    os.chdir(REPO)
+    try:
+        r = run_cli(["train", "-c", "quickstart", "--epochs", "1",
+                     "--steps-per-epoch", "1", "--batch-size", "8",
+                     "--max-train-images", "32", "--max-test-images", "8",
+                     "--set", "data.validation_fraction=0.1",
+                     "--plan", "head", "--seed", "7", "--no-report",
+                     "--set", "record.embedding_size=12",
+                     "--set", "record.probe_size=8",
+                     *(f"--set=record.{k}=false" for k in (
+                         "tensorboard", "feature_maps", "gradients",
+                         "update_ratios", "batchnorm", "activations",
+                         "probe_gradients")),
+                     "--out", out])
+    finally:
+        os.chdir(old)
+    assert r.code == 0, r
+    return only_run_dir(out)
+
+
+def _present(result):
+    return {k for k, v in result.views.items() if v.present}
+
+
+def test_runs_of_other_starts_and_plans_get_every_view_but_the_checks(
+        recorded_run, head_run, tmp_path):
+    """The phased recorded run against a head-only run of another seed:
+    curves, metrics, per-layer views side by side; number-for-number views
+    skipped, naming the fingerprints and the config keys that differ."""
+    import json
+
+    from kerasft.compare import compare_runs
+    from kerasft.compare.rules import fingerprint
+    from kerasft.errors import ConfigError
+    from kerasft.record.store import load_run
+
+    out = tmp_path / "cmp"
+    result = compare_runs([recorded_run, head_run], out,
+                          labels=["phased lr=1e-3", "head"])
+    assert _present(result) == set(ANY_RUNS + SAME_LAYERS)
+    fa = fingerprint(load_run(recorded_run))[:12]
+    fb = fingerprint(load_run(head_run))[:12]
+    assert fa != fb
+    for key in SAME_START:
+        reason = result.views[key].reason
+        assert f"head: they started from different weights (initial-weight " \
+               f"fingerprints {fa} vs {fb})" in reason, (key, reason)
+        assert "plan.kind: phased vs head" in reason
+        assert "seed: 1337 vs 7" in reason
+    assert result.checks == {} and result.divergences == []
+    assert list(result.unchecked) == ["phased lr=1e-3 vs head"]
+    for key in ANY_RUNS + SAME_LAYERS:
+        if key != "summary":
+            png = out / f"compare_{key}.png"
+            assert result.views[key].figure == png
+            assert png.stat().st_size > 10_000, key
+    assert not list(out.glob("compare_hist_distance.png"))
+    saved = json.loads((out / "comparison.json").read_text())
+    assert {k for k, v in saved["views"].items() if not v["present"]} == set(
+        SAME_START)
+    assert [r["label"] for r in saved["runs"]] == ["phased lr=1e-3", "head"]
+    assert saved["runs"][1]["summary"]["plan"] == "head"
+    # the head plan moved only the head; the phased one conv4-conv5 too
+    change = saved["stage_change"]
+    assert change["head"]["change"]["conv5"] == 0
+    assert change["head"]["change"]["head"] > 0
+    assert change["phased lr=1e-3"]["change"]["conv5"] > 0
+    assert change["phased lr=1e-3"]["change"]["conv3"] == 0
+    page = (out / "index.html").read_text()
+    assert "Skipped views" in page and f"fingerprints {fa} vs {fb}" in page
+    assert "<h2>Which layers moved, per run</h2>" in page
+    assert "<h2>Tolerance checks</h2>" not in page
+    assert "<td>phased lr=1e-3</td>" in page and "<td>head</td>" in page
+
+    # the CLI says what it skipped, in default labels that name what
+    # differs; --check does not pass a pair it could not check
+    r = run_cli(["compare", recorded_run, head_run, "--out", tmp_path / "c",
+                 "--check"])
+    assert r.code == 1, r
+    assert "skipped Weight-histogram distance" in r.out
+    assert "head seed=7: they started from different weights" in r.out
+    assert ("FAILED: --check: 1 pair(s) have no tolerance checks: "
+            "phased seed=1337 vs head seed=7") in r.out
+    for bad in (["one"], ["x", "x"], ["x", ""]):
+        with pytest.raises(ConfigError, match="distinct, non-empty labels"):
+            compare_runs([recorded_run, head_run], tmp_path / "b",
+                         labels=bad)
+
+
+def _edited_copy(run, parent, name, **changes):
+    """A copy of `run` (records and JSON files) whose config.yaml says
+    something else: the input the comparability rules read."""
+    import yaml
+
+    dst = parent / name
+    shutil.copytree(run, dst, ignore=shutil.ignore_patterns(
+        "report", "tensorboard", "model.keras", "checkpoints",
+        "initial.weights.h5", "test_predictions.npz"))
+    cfg = yaml.safe_load((dst / "config.yaml").read_text())
+    for key, value in changes.items():
+        section, field = key.split("__")
+        cfg[section][field] = value
+    (dst / "config.yaml").write_text(yaml.safe_dump(cfg))
+    return dst
+
+
+def test_each_view_shows_the_runs_it_can_and_names_the_others(recorded_run,
+                                                              tmp_path):
+    """One compare of four run directories, each a copy of the recorded
+    run that differs where a rule looks (the rules read config.yaml,
+    env.json, layers.json and the store's bins.npz):
+
+    - "full": the same start, another plan: per-layer views, no checks,
+      for a config key (not the fingerprints);
+    - "r101": another architecture (config and layers.json): curves and
+      metrics only;
+    - "format-1": the same start and config, format-1 histogram bins: the
+      checks run, without the histogram ones, and no histogram view.
+    """
+    import json
+
+    from kerasft.compare import compare_runs
+    from kerasft.record.store import load_run
+
+    full = _edited_copy(recorded_run, tmp_path, "full", plan__kind="full")
+    r101 = _edited_copy(recorded_run, tmp_path, "r101",
+                        model__arch="resnet101")
+    layers = json.loads((r101 / "layers.json").read_text())
+    extra = [dict(layers[-3], name=f"conv4_block{b}_{i}_conv")
+             for b in range(7, 24) for i in (1, 2, 3)]
+    (r101 / "layers.json").write_text(json.dumps(layers[:-3] + extra
+                                                 + layers[-3:]))
+    old = _edited_copy(recorded_run, tmp_path, "format-1")
+    kind = load_run(old).records["weights"]
+    np.savez(old / "record" / "weights" / "bins.npz",
+             names=kind[0]["names"], edges=kind[0]["edges"])
+
+    result = compare_runs([recorded_run, full, r101, old], tmp_path / "cmp",
+                          labels=["ref", "full", "r101", "format-1"])
+    assert _present(result) == set(ANY_RUNS + SAME_LAYERS) | {
+        "checks", "divergences", "probe"}
+    for key in SAME_LAYERS:
+        reason = result.views[key].reason
+        assert reason.startswith(
+            "not shown for r101: different architectures (model.arch "
+            f"resnet50 vs resnet101, {len(layers)} vs {len(layers) + 51} "
+            "layers with weights)"), reason
+    checks = result.views["checks"].reason
+    assert "full: their configs differ where the numbers do: plan.kind: " \
+           "phased vs full" in checks
+    assert "model.arch: resnet50 vs resnet101" in checks
+    assert "fingerprints" not in checks  # one start for all four
+    hist = result.views["hist_distance"]
+    assert not hist.present and "store format 1" in hist.reason
+    assert list(result.checks) == ["ref vs format-1"]
+    names = {c["name"] for c in result.checks["ref vs format-1"]}
+    assert "epoch-1 loss rel. diff" in names
+    assert "epoch-0 probe activation l2 rel. diff" in names
+    assert not any("histogram" in n for n in names)
+    assert not result.failed  # a copy: every remaining check is 0
+    assert set(result.unchecked) == {"ref vs full", "ref vs r101"}
+    page = (tmp_path / "cmp" / "index.html").read_text()
+    assert "<h2>Loss and accuracy overlaid</h2>" in page
+    assert "not shown for r101" in page

@@ -136,6 +136,18 @@ class Comparison:
         return {k: v.reason for k, v in self.views.items() if not v.present}
 
 
+def grouped_reasons(views: dict[str, View], present: bool = False
+                    ) -> list[tuple[list[str], str]]:
+    """``(titles, reason)`` of the skipped views (or, with `present`, of
+    the views drawn without some runs), one entry per reason: a different
+    start skips five views for one reason, said once."""
+    groups: dict[str, list[str]] = {}
+    for v in views.values():
+        if v.present == present and v.reason:
+            groups.setdefault(v.reason, []).append(v.title)
+    return [(titles, reason) for reason, titles in groups.items()]
+
+
 # ------------------------------------------------------------------ labels
 
 
@@ -295,10 +307,9 @@ def _curves(runs, names):
         _integer_epochs(ax, all_epochs)
     for ax in axes:
         ax.grid(alpha=0.3)
-    if axes[0].lines:
-        axes[0].legend(fontsize=8)
-    if axes[2].lines:
-        axes[2].legend(fontsize=7)
+    for ax, size in ((axes[0], 8), (axes[2], 7)):
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=size)
     _title(fig, "Runs overlaid (the reference drawn widest): curves on top "
            "of each other mean the runs agree", 15)
     return fig
@@ -765,7 +776,7 @@ def _probe_lines(runs, names, tier):
         ax.set_xlabel("layer depth (input -> output)")
         ax.set_ylabel("relative difference vs reference (log)")
         ax.grid(alpha=0.3)
-        if ax.lines:
+        if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
     _title(fig, "Same probe batch through each run: differences per layer "
            "(exact agreement drawn at 1e-12)", 12)
@@ -990,15 +1001,15 @@ def compare_runs(
         "probe activation rel. diff": acts,
         "probe gradient norm rel. diff": grads,
     })
+    partly = f"not shown for {_join(start_skip)}" if start_skip else None
     views.table("divergences", "Largest divergences", bool(table),
-                (_join(start_skip) or None) if table else
-                nothing("no per-layer records in common"))
+                partly if table else nothing("no per-layer records in common"))
     checks = {f"{pns[0]} vs {n}":
               [c.__dict__ | {"ok": c.ok}
                for c in parity_checks(ref, r, n not in hist_skip)]
               for r, n in pairs[1:]}
     views.table("checks", "Tolerance checks", bool(checks),
-                (_join(start_skip) or None) if checks else start_why)
+                partly if checks else start_why)
 
     write_json(out / "divergences.json",
                {"divergences": table, "checks": checks, "warnings": warnings})
@@ -1075,14 +1086,13 @@ def _page(run_rows, views, table, checks, warnings, seconds) -> str:
             "</td></tr>")
     parts.append("</table>")
     parts += [f"<div class='warn'>{e(w)}</div>" for w in warnings]
-    skipped = [v for v in views.values() if not v.present]
-    partly = [v for v in views.values() if v.present and v.reason]
+    skipped, partly = grouped_reasons(views), grouped_reasons(views, True)
     if skipped or partly:
         parts.append("<h2>Skipped views</h2><ul class='skip'>")
-        parts += [f"<li><b>{e(v.title)}</b>: skipped: {e(v.reason)}</li>"
-                  for v in skipped]
-        parts += [f"<li><b>{e(v.title)}</b>: {e(v.reason)}</li>"
-                  for v in partly]
+        parts += [f"<li><b>{e(', '.join(titles))}</b>: skipped: {e(reason)}"
+                  "</li>" for titles, reason in skipped]
+        parts += [f"<li><b>{e(', '.join(titles))}</b>: {e(reason)}</li>"
+                  for titles, reason in partly]
         parts.append("</ul>")
     if checks:
         parts.append("<h2>Tolerance checks</h2>")
