@@ -23,6 +23,7 @@ _LAZY = {
     "LRFindResult": "kerasft.train.lr_find",
     "EpochCheckpoint": "kerasft.train",
     "MetricsLogger": "kerasft.train",
+    "run_study": "kerasft.study",
     "load_run": "kerasft.record.store",
     "Run": "kerasft.record.store",
     "WeightRecorder": "kerasft.record",

@@ -8,6 +8,7 @@ after the arguments are parsed, so ``--backend`` can still choose one.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
@@ -253,6 +254,32 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="every layer in per-layer figures (default: a selection)")
     r.add_argument("--embeddings-every-epoch", action="store_true",
                    help="one embedding panel per epoch (default: start vs end)")
+    s = sub.add_parser(
+        "study",
+        help="train plan x learning rate x seed variants, then one page",
+        description=(
+            "Train every variant (plan x learning rate x seed) of a config "
+            "one after the other, each seed's variants from the same "
+            "initial weights and data, into OUT/runs/; then write "
+            "OUT/index.html: a table with mean +- std over seeds, the "
+            "comparison's figures and a verdict. Run the same command "
+            "again to continue an unfinished study: finished variants are "
+            "not trained again. Takes train's config and flags."
+        ),
+    )
+    _add_run_flags(s, "--out's study")
+    s.add_argument("--plans", required=True,
+                   help="comma-separated plan kinds, e.g. head,phased,full")
+    s.add_argument("--lrs", help="comma-separated learning rates, e.g. "
+                   "1e-3,1e-2 (default: the config's)")
+    s.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2 "
+                   "(default: the config's)")
+    s.add_argument("--out", help="the study folder (default: "
+                   "studies/<config name>)")
+    s.add_argument("--no-report", action="store_true",
+                   help="do not render each run's own HTML report")
+    s.add_argument("--open", action="store_true",
+                   help="open index.html in the default web browser")
     c = sub.add_parser(
         "compare",
         help="lay any runs side by side (backends, plans, seeds, ...)",
@@ -413,6 +440,71 @@ def _raise_terminated(signum, frame):
     raise Terminated()
 
 
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """SIGTERM (a scheduler, `kill`) stops the run as Ctrl-C does: status
+    "interrupted", resumable. Signal handlers live in the main thread."""
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = (signal.signal(signal.SIGTERM, _raise_terminated)
+                if main_thread else None)
+    try:
+        yield
+    finally:
+        if main_thread:  # None: the handler was not set from Python
+            signal.signal(signal.SIGTERM,
+                          signal.SIG_DFL if previous is None else previous)
+
+
+def _prepare_backend(cfg) -> None:
+    """Checks the chosen backend is installed and sets it up for `cfg`."""
+    _check_backend_installed()
+    from kerasft import backend
+
+    if cfg.train.deterministic and "keras" not in sys.modules:
+        backend.prepare_determinism()
+    backend.keep_tensorflow_unloaded()
+
+
+def _study(args: argparse.Namespace) -> int:
+    from kerasft.study import plan_study
+
+    for flag, given in (("--plan", args.plan), ("--lr", args.lr),
+                        ("--seed", args.seed)):
+        if given is not None:
+            raise ConfigError(
+                f"study: {flag} sets one value; a study takes lists: "
+                f"{flag}s. Received: {flag} {given}")
+    path = resolve_config(args.config or DEFAULT_CONFIG)
+    init_from = _init_weights(args.init_from) if args.init_from else None
+    overrides = _overrides(args)
+    _choose_backend(args.backend)
+    # Everything checked before Keras loads or anything is written: every
+    # variant's config, and a study folder holding another study.
+    study = plan_study(path, args.plans, args.lrs, args.seeds, args.out,
+                       overrides, init_from,
+                       backend=os.environ.get("KERAS_BACKEND", "tensorflow"))
+    _prepare_backend(study.base)
+    from kerasft.study import run_study
+
+    with _sigterm_interrupts():
+        result = run_study(path, args.plans, args.lrs, args.seeds, study.out,
+                           overrides, init_from, report=not args.no_report,
+                           progress=lambda line: print(f"kerasft: {line}",
+                                                       flush=True))
+    for line in result.verdict:
+        print(f"kerasft: {line}")
+    if result.failed:
+        print(f"kerasft: {len(result.failed)} variant(s) did not complete: "
+              f"{', '.join(result.failed)}; run the same command again to "
+              "continue them")
+    print(f"kerasft: study page {result.index}")
+    if args.open:
+        import webbrowser
+
+        webbrowser.open(result.index.resolve().as_uri())
+    return 1 if result.failed else 0
+
+
 def _overrides(args: argparse.Namespace) -> list[str]:
     overrides = list(args.overrides)
     for flag, key in _FLAG_KEYS.items():
@@ -471,26 +563,11 @@ def _train(args: argparse.Namespace) -> int:
         cfg = load_config(path, overrides)
         _choose_backend(args.backend)
         resume, out = None, args.out or "runs"
-    _check_backend_installed()
-    from kerasft import backend
-
-    if cfg.train.deterministic and "keras" not in sys.modules:
-        backend.prepare_determinism()
-    backend.keep_tensorflow_unloaded()
-
+    _prepare_backend(cfg)
     from kerasft.train import train
 
-    # SIGTERM (a scheduler, `kill`) stops the run as Ctrl-C does: status
-    # "interrupted", resumable. Signal handlers live in the main thread.
-    main_thread = threading.current_thread() is threading.main_thread()
-    previous = (signal.signal(signal.SIGTERM, _raise_terminated)
-                if main_thread else None)
-    try:
+    with _sigterm_interrupts():
         result = train(cfg, out=out, report=not args.no_report, resume=resume)
-    finally:
-        if main_thread:  # None: the handler was not set from Python
-            signal.signal(signal.SIGTERM,
-                          signal.SIG_DFL if previous is None else previous)
     acc = result.test.get("accuracy")
     print(
         f"kerasft: test accuracy {acc:.4f}, test loss "
@@ -577,12 +654,8 @@ def _lr_find(args: argparse.Namespace) -> int:
                         "RUN_DIR starts from a run's")
     out = check_parent(args.out or "lr_find")
     _choose_backend(args.backend)
-    _check_backend_installed()
+    _prepare_backend(cfg)
     from kerasft import backend
-
-    if cfg.train.deterministic and "keras" not in sys.modules:
-        backend.prepare_determinism()
-    backend.keep_tensorflow_unloaded()
     from kerasft.data import load_splits
     from kerasft.model import build_model
     from kerasft.render.lr_find import save_plot
@@ -654,6 +727,8 @@ def main(argv: list[str] | None = None) -> int:
             return _lr_find(args)
         if args.command == "compare":
             return _compare(args)
+        if args.command == "study":
+            return _study(args)
     except KerasftError as e:
         print(f"Error: {e}", file=sys.stderr)
         return e.exit_code
