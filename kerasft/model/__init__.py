@@ -1,6 +1,6 @@
 """Model: keras.applications ResNet backbone + new head; fine-tuning plans."""
 
-from kerasft.model.builder import build_model, stage_of
+from kerasft.model.builder import build_model, resolve_weights, stage_of
 from kerasft.model.plan import Phase, apply_phase, make_phases, param_counts
 
 __all__ = [
@@ -9,5 +9,6 @@ __all__ = [
     "build_model",
     "make_phases",
     "param_counts",
+    "resolve_weights",
     "stage_of",
 ]
