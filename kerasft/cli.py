@@ -151,7 +151,9 @@ def _add_run_flags(p: argparse.ArgumentParser, own: str) -> None:
     )
     g.add_argument("--arch", help="model.arch, e.g. resnet50 or resnet50v2")
     g.add_argument(
-        "--weights", help="model.weights: imagenet, none or a weights file"
+        "--weights", help="model.weights: imagenet, none, a weights file, "
+        "or a finished run directory (its final weights' backbone, with a "
+        "new head: transfer to a new task)"
     )
     g.add_argument("--plan", help="plan.kind: head, full or phased")
     g.add_argument("--lr", type=_lr_value,

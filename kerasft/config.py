@@ -103,6 +103,24 @@ class DataConfig:
             decoded once at native size before the first step: `fail` stops
             with an error naming each bad file; `skip` leaves those images
             out and prints a warning naming each one. Defaults to `"fail"`.
+        classes: train and test on these classes only, by name as the set
+            names them (`data.json`'s ``class_names``; the digits' names
+            are ``"0"``-``"9"``, so ``[5, 6, 7, 8, 9]`` works, a number is
+            read as its name), e.g. ``[cat, dog]``. Labels are renumbered
+            0..k-1 in the order listed; the class names stay the set's, so
+            reports read ``"5"``, not ``"0"``. The test split is every test
+            image of the listed classes (for a set without one, it is
+            carved from the whole set before the classes are picked, so a
+            run on other classes of the same set never trained on it).
+            At least 2, no repeats. Defaults to `None` (every class).
+        train_per_class: labelled images per class, drawn by seed (numpy,
+            the same on every backend), for few-label fine-tuning. The cap
+            is taken before the validation split: with
+            `validation_fraction` 0.1 and 30 per class, 27 train and 3
+            validate, so every label the run uses is counted. A set with
+            its own validation split keeps it (of the chosen classes).
+            Every chosen class must have this many training images.
+            Defaults to `None` (all).
 
     Pixel values: uint8 images are used as they are; other integer arrays
     must hold values in [0, 255], except uint16 arrays (and 16-bit image
@@ -132,6 +150,8 @@ class DataConfig:
     workers: int | None = None
     on_bad_image: str = field(
         default="fail", metadata=_choice(*BAD_IMAGE_POLICIES))
+    classes: list[str | int] | None = None
+    train_per_class: int | None = None
 
 
 @dataclass
@@ -140,8 +160,13 @@ class ModelConfig:
 
     Args:
         arch: a keras.applications ResNet: resnet50/101/152 or the v2 forms.
-        weights: `imagenet`, `none` (random init, seeded) or a path to a
-            weights file (`.weights.h5`, `.keras` or Keras's legacy `.h5`).
+        weights: `imagenet`, `none` (random init, seeded), a path to a
+            weights file (`.weights.h5`, `.keras` or Keras's legacy `.h5`),
+            or a finished kerasft run directory (or a folder of runs: its
+            newest run): that run's final weights, backbone only (the head
+            is new, for the new task; see
+            `kerasft.model.resolve_weights`). Relative paths are taken
+            from the current directory.
         pooling: `avg` or `max` global pooling before the head.
         dropout: dropout rate before the Dense head (0 = no dropout layer).
         bn_momentum: overrides every BatchNorm layer's moving-average
@@ -378,6 +403,8 @@ def _type_name(tp: Any) -> str:
         return "null"
     if typing.get_origin(tp) is dict:
         return "a mapping (e.g. {conv5: 0.5})"
+    if typing.get_origin(tp) is list:
+        return "a list (e.g. [5, 6, 7])"
     return getattr(tp, "__name__", str(tp))
 
 
@@ -394,6 +421,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             if typing.get_origin(option) is dict and isinstance(value, dict):
                 # A mapping's own error names the entry that is wrong.
                 return _coerce(value, option, where)
+            if typing.get_origin(option) is list and isinstance(value, list):
+                # So does a list's.
+                return _coerce(value, option, where)
             try:
                 return _coerce(value, option, where)
             except ConfigError:
@@ -408,6 +438,13 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         _, value_type = typing.get_args(tp)
         return {str(k): _coerce(v, value_type, f"{where}.{k}")
                 for k, v in value.items()}
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(
+                f"{where}: expected {_type_name(tp)}. Received: {_show(value)}")
+        (item_type,) = typing.get_args(tp)
+        return [_coerce(v, item_type, f"{where}[{i}]")
+                for i, v in enumerate(value)]
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -511,6 +548,20 @@ def _check(cfg: RunConfig, source: str) -> None:
         value = getattr(d, key)
         if value is not None and value < 1:
             raise bad(f"data.{key}", value, "a positive integer or null")
+    if d.train_per_class is not None and d.train_per_class < 1:
+        raise bad("data.train_per_class", d.train_per_class,
+                  "a positive integer (labelled images per class) or null")
+    if d.classes is not None:
+        names = [str(c) for c in d.classes]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise bad("data.classes", d.classes,
+                      f"each class once; {', '.join(repeated)} is listed "
+                      "more than once")
+        if len(names) < 2:
+            raise bad("data.classes", d.classes,
+                      "at least 2 class names (a classifier needs 2), or "
+                      "null for every class")
     if d.augment_crop_pad < 0:
         raise bad("data.augment_crop_pad", d.augment_crop_pad, "0 or more")
     if d.workers is not None and d.workers < 1:
@@ -614,15 +665,21 @@ def _check(cfg: RunConfig, source: str) -> None:
             f"one of {', '.join(BUILTIN_DATASETS)} when data.source is "
             "builtin (the sets that ship inside an installed package)",
         )
-    if m.weights not in ("imagenet", "none") and not os.path.isfile(
-        os.path.expanduser(m.weights)
-    ):
-        raise bad(
-            "model.weights",
-            m.weights,
-            "imagenet, none, or the path of an existing weights file "
-            "(no such file)",
-        )
+    if m.weights not in ("imagenet", "none"):
+        path = os.path.expanduser(m.weights)
+        if os.path.isdir(path):
+            from kerasft.rundir import final_weights
+
+            # Before any data is read: an unfinished run stops here.
+            final_weights(path, "model.weights", arch=m.arch)
+        elif not os.path.isfile(path):
+            raise bad(
+                "model.weights",
+                m.weights,
+                "imagenet, none, the path of an existing weights file, or "
+                "a finished kerasft run directory (no such file or "
+                "directory)",
+            )
     if p.lr_decay_per_stage is not None and p.lr_multipliers is not None:
         raise bad(
             "plan.lr_decay_per_stage", p.lr_decay_per_stage,

@@ -460,3 +460,81 @@ def unique_dir(parent: str | os.PathLike, base: str) -> Path:
         except FileExistsError:
             continue
     raise RuntimeError(f"could not create a new directory {base} in {parent}")
+
+
+# ------------------------------------------------------------ final weights
+
+# What a finished run leaves as its final weights (see the layout above).
+FINAL_MODEL = "model.keras"
+
+
+def is_run_dir(path: str | os.PathLike) -> bool:
+    """Whether `path` is a kerasft run directory (it holds config.yaml)."""
+    return (Path(path) / "config.yaml").is_file()
+
+
+def final_weights(path: str | os.PathLike, key: str = "model.weights",
+                  arch: str | None = None) -> Path:
+    """The final trained weights (``model.keras``) of a finished run.
+
+    `path` is a run directory, or a folder of run directories (what
+    ``--out`` was given): then its newest run, by the date-time that
+    starts each run directory's name. A run that did not complete (still
+    running, failed, interrupted) has no final weights: an error says so,
+    rather than falling back to an older run or a checkpoint.
+
+    Args:
+        path: a run directory or a folder of them.
+        key: the config key or flag named in errors. Defaults to
+            `"model.weights"`.
+        arch: the architecture the weights must fit; a run of another one
+            is refused. Defaults to `None` (not checked).
+
+    Returns:
+        The path of the run's ``model.keras``.
+
+    Raises:
+        RunDirError: not a run directory (nor a folder of them), a run
+            that did not finish, or a run of another architecture.
+
+    Example:
+
+    ```python
+    final_weights("runs/digits-pretrain")  # .../<newest run>/model.keras
+    ```
+    """
+    import yaml
+
+    given = Path(os.path.expanduser(str(path)))
+    run = given
+    if not is_run_dir(given):
+        runs = sorted(p for p in given.iterdir() if is_run_dir(p)) \
+            if given.is_dir() else []
+        if not runs:
+            raise RunDirError(
+                f"{key}: expected a finished kerasft run directory (with "
+                f"config.yaml and {FINAL_MODEL}) or a folder of them. "
+                f"Received: {str(path)!r} (a folder without a run in it)"
+            )
+        run = runs[-1]
+    status = read_status(run)
+    model = run / FINAL_MODEL
+    if status.get("state") != "completed" or not model.is_file():
+        state = status.get("state", "no status.json")
+        where = "" if run == given else f" (the newest run in {given})"
+        raise RunDirError(
+            f"{key}: {run}{where} did not finish (status: {state}, "
+            f"{status.get('epochs_done', 0)} epoch(s) done), so it has no "
+            f"final weights ({FINAL_MODEL}). Resume it (kerasft train "
+            f"--resume {run}), or give a run that completed."
+        )
+    if arch is not None:
+        with open(run / "config.yaml", encoding="utf-8") as f:
+            ran = ((yaml.safe_load(f) or {}).get("model") or {}).get("arch")
+        if ran != arch:
+            raise RunDirError(
+                f"{key}: {run} trained a {ran}, whose weights do not fit "
+                f"model.arch {arch}. Received: {str(path)!r}. Set "
+                f"model.arch: {ran} (--arch {ran}) or give a {arch} run."
+            )
+    return model.resolve()

@@ -8,7 +8,9 @@ names the key, value or file, and no run directory anywhere.
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -140,6 +142,24 @@ def folder_case(id, setup, expect, *extra):
                           "--set", "data.path={folder}",
                           "--set", "data.validation_fraction=0.2", *extra),
                 expect, setup)
+
+
+def unfinished_run(state: str):
+    """A run directory `run` whose status.json says `state` (a "running"
+    one whose pid is gone reads as interrupted), with a model.keras for a
+    completed one (its content is not read before the checks)."""
+    def setup(tmp: Path) -> dict:
+        run = tmp / "run"
+        run.mkdir()
+        (run / "config.yaml").write_text(
+            (REPO / "configs" / "quickstart.yaml").read_text())
+        status = {"state": state, "epochs_done": 1, "pid": 2**22 + 1,
+                  "host": socket.gethostname()}
+        (run / "status.json").write_text(json.dumps(status))
+        if state == "completed":
+            (run / "model.keras").write_bytes(b"not read")
+        return {}
+    return setup
 
 
 def laughs(levels: int = 9) -> str:
@@ -424,6 +444,37 @@ CASES = [
     folder_case("folder_train_test_classes_differ",
                 folder(split_dirs={"train": ("a", "b"), "test": ("a", "c")}),
                 ["test", "same class folders"]),
+    # ---------------------------------------------------------- subsets
+    Case("classes_unknown", quick("--set", "data.classes=[5, 11]"),
+         ["data.classes", "'11'", "not a class", "are: 0, 1, 2"]),
+    Case("classes_repeated", quick("--set", "data.classes=[5, 6, 5]"),
+         ["data.classes", "[5, 6, 5]", "5 is listed more than once"]),
+    Case("classes_only_one", quick("--set", "data.classes=[5]"),
+         ["data.classes", "[5]", "at least 2"]),
+    Case("classes_not_a_list", quick("--set", "data.classes=5"),
+         ["data.classes", "expected a list", "Received: 5"]),
+    Case("classes_entry_not_a_name", quick("--set", "data.classes=[5, [6]]"),
+         ["data.classes[1]", "[6]"]),
+    Case("train_per_class_zero", quick("--set", "data.train_per_class=0"),
+         ["data.train_per_class", "0", "positive integer"]),
+    Case("train_per_class_too_many",
+         quick("--set", "data.classes=[5, 6]",
+               "--set", "data.train_per_class=500"),
+         ["data.train_per_class", "500", "training images of class",
+          "Give at most"]),
+    # ---------------------------------------------------------- weights
+    Case("weights_run_not_finished", quick("--weights", "{tmp}/run"),
+         ["model.weights", "did not finish", "status: failed",
+          "--resume"], unfinished_run("failed")),
+    Case("weights_run_interrupted", quick("--weights", "{tmp}"),
+         ["model.weights", "did not finish", "status: interrupted",
+          "the newest run in"], unfinished_run("running")),
+    Case("weights_folder_without_runs", quick("--weights", "{tmp}"),
+         ["model.weights", "a folder without a run"]),
+    Case("weights_run_of_other_arch",
+         quick("--weights", "{tmp}/run", "--arch", "resnet101"),
+         ["model.weights", "resnet50", "model.arch resnet101"],
+         unfinished_run("completed")),
     Case("folder_missing", quick("--set", "data.source=folder",
                                  "--set", "data.path={tmp}/nope"),
          ["data.path", "nope", "no such folder"]),

@@ -237,3 +237,75 @@ def test_on_bad_image_skip_names_each_file_and_drops_it(tmp_path, capsys):
     assert "warning: skipping" in out and "broken.jpg" in out
     paths = s.train.images.paths + s.test.images.paths
     assert len(paths) == 20 and not any("broken" in p for p in paths)
+
+
+def _labelled_arrays(n_classes=4, per_class=12, n_test=3):
+    """Images whose every pixel is 20 x their label, so a test can tell
+    which class an image came from after relabelling."""
+    y = np.repeat(np.arange(n_classes), per_class)
+    yt = np.repeat(np.arange(n_classes), n_test)
+    x = np.broadcast_to((y * 20).astype(np.uint8)[:, None, None, None],
+                        (len(y), 8, 8, 3)).copy()
+    xt = np.broadcast_to((yt * 20).astype(np.uint8)[:, None, None, None],
+                         (len(yt), 8, 8, 3)).copy()
+    return x, y, xt, yt
+
+
+def _original_labels(split):
+    return split.images.images[:, 0, 0, 0] // 20
+
+
+def test_classes_are_picked_by_name_relabelled_in_listed_order():
+    x, y, xt, yt = _labelled_arrays()
+    cfg = DataConfig(source="numpy", image_size=32, validation_fraction=0.25,
+                     classes=["c", "a"])
+    s = splits_from_arrays(cfg, 0, x, y, xt, yt, ["a", "b", "c", "d"])
+    # the set's own names, in the listed order; labels 0..k-1 follow it
+    assert s.class_names == ["c", "a"] and s.num_classes == 2
+    for split in (s.train, s.validation, s.test):
+        np.testing.assert_array_equal(np.array([2, 0])[split.labels],
+                                      _original_labels(split))
+    # every image of the chosen classes is used: test all 2 x 3, and
+    # train + validation all 2 x 12
+    assert len(s.test) == 6 and len(s.train) + len(s.validation) == 24
+    # a number names the class of that name (the digits are "0"-"9")
+    s = splits_from_arrays(DataConfig(source="numpy", image_size=32,
+                                      classes=[3, 1]), 0, x, y, xt, yt)
+    assert s.class_names == ["3", "1"]
+
+
+def test_train_per_class_is_seeded_and_counts_validation_too():
+    x, y, xt, yt = _labelled_arrays()
+    cfg = DataConfig(source="numpy", image_size=32, validation_fraction=0.25,
+                     train_per_class=8)
+
+    def picked(seed):
+        s = splits_from_arrays(cfg, seed, x + np.arange(len(x))[
+            :, None, None, None].astype(np.uint8) % 20, y, xt, yt)
+        return s, np.sort(s.train.images.images[:, 0, 0, 0])
+
+    s, a = picked(0)
+    # 8 labelled images per class: 6 train, 2 validate; the test split is
+    # untouched
+    assert np.bincount(s.train.labels).tolist() == [6] * 4
+    assert np.bincount(s.validation.labels).tolist() == [2] * 4
+    assert len(s.test) == len(yt)
+    np.testing.assert_array_equal(a, picked(0)[1])
+    assert not np.array_equal(a, picked(1)[1])
+
+
+def test_digits_subset_test_split_is_the_whole_sets_test_images():
+    """The 5-9 run tests on exactly the 5-9 images that a run on all the
+    digits (or on 0-4) holds out: pretraining never trained on them."""
+    full = load_splits(DataConfig(source="builtin", name="digits",
+                                  image_size=32), seed=5)
+    sub = load_splits(DataConfig(source="builtin", name="digits",
+                                 image_size=32, classes=[5, 6, 7, 8, 9],
+                                 train_per_class=20), seed=5)
+    keep = full.test.labels >= 5
+    np.testing.assert_array_equal(sub.test.images.images,
+                                  full.test.images.images[keep])
+    np.testing.assert_array_equal(sub.test.labels, full.test.labels[keep] - 5)
+    assert sub.class_names == ["5", "6", "7", "8", "9"]
+    assert len(sub.train) + len(sub.validation) == 5 * 20
+    assert "classes 5, 6, 7, 8, 9 of 10" in sub.description

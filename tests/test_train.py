@@ -175,3 +175,33 @@ def test_full_quickstart_beats_chance_clearly(cli, tmp_path):
     test = json.loads((only_run_dir(tmp_path) / "test_metrics.json").read_text())
     assert test["test"]["accuracy"] > 0.7  # chance is 0.1
     assert test["train_inference_mode"]["accuracy"] > 0.7
+
+
+def test_weights_from_a_run_dir_load_its_final_backbone_and_a_new_head(
+        cli, recorded_run, tmp_path):
+    """Transfer (`--weights RUN_DIR`): the shared run's final weights
+    (model.keras) become the new run's backbone; the head is new even
+    though the class counts match; env.json says what was loaded."""
+    r = cli(["train", "-c", "quickstart", *TINY, "--epochs", "1",
+             "--weights", recorded_run, "--set", "record.enabled=false",
+             "--no-report", "--out", tmp_path])
+    assert r.code == 0, r
+    run = only_run_dir(tmp_path)
+    assert f"the backbone of {recorded_run.resolve()}" in r.out
+    env = json.loads((run / "env.json").read_text())
+    assert env["initial_weights_loaded"] == "backbone"
+    assert env["initial_weights_run"] == str(recorded_run.resolve())
+    assert env["initial_weights_file"] == str(
+        recorded_run.resolve() / "model.keras")
+    read = _Weights(recorded_run)  # holds the shared run's final weights
+    final = {l.name: [np.asarray(w) for w in l.get_weights()]
+             for l in read.model.layers if l.weights}
+    start = read.model  # now filled with the new run's initial weights
+    start.load_weights(run / "initial.weights.h5")
+    backbone = [n for n in final if n != "head"]
+    assert len(backbone) > 100
+    for name in backbone:
+        for a, b in zip(final[name], start.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(a, np.asarray(b), err_msg=name)
+    for a, b in zip(final["head"], start.get_layer("head").get_weights()):
+        assert not np.array_equal(a, np.asarray(b))

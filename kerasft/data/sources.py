@@ -81,6 +81,79 @@ def _carve(split: Split, fraction: float, seed: int, salt: int,
     return split.subset(kept), split.subset(held)
 
 
+def select_classes(
+    wanted: list, class_names: list[str], train: Split,
+    validation: Split | None, test: Split | None, description: str,
+) -> tuple[Split, Split | None, Split | None, list[str], str]:
+    """Keeps the images of the `wanted` classes, labelled 0..k-1.
+
+    Args:
+        wanted: class names (``data.classes``); a number is read as its
+            name (``5`` is the class named ``"5"``).
+        class_names: the set's names, in label order.
+        train, validation, test: the splits (validation and test may be
+            None).
+        description: the set, for messages.
+
+    Returns:
+        ``(train, validation, test, names, note)``: the splits with new
+        labels in the order of `wanted`, the kept classes' own names in
+        that order, and a note for the data description.
+
+    Raises:
+        ConfigError: a name the set does not have.
+    """
+    index = {name: i for i, name in enumerate(class_names)}
+    names = [str(c) for c in wanted]
+    unknown = [n for n in names if n not in index]
+    if unknown:
+        shown = ", ".join(class_names[:20]) + (
+            f" ... ({len(class_names)} in all)" if len(class_names) > 20
+            else "")
+        raise ConfigError(
+            f"data.classes: {unknown[0]!r} is not a class of {description}. "
+            f"Received: {wanted}. Its classes (by name) are: {shown}."
+        )
+    # old label -> new label; -1 for the classes left out
+    relabel = np.full(len(class_names), -1, np.int64)
+    relabel[[index[n] for n in names]] = np.arange(len(names))
+
+    def keep(split: Split | None) -> Split | None:
+        if split is None:
+            return None
+        new = relabel[split.labels]
+        idx = np.flatnonzero(new >= 0)
+        return Split(split.images.subset(idx), new[idx])
+
+    note = (f"; classes {', '.join(names)} of {len(class_names)}, "
+            f"relabelled 0-{len(names) - 1}")
+    return keep(train), keep(validation), keep(test), names, note
+
+
+def per_class_cap(split: Split, per_class: int, seed: int,
+                  class_names: list[str], description: str) -> Split:
+    """`per_class` images of each class, drawn by seed (``data.train_per_class``).
+
+    Raises:
+        ConfigError: a class with fewer training images than `per_class`.
+    """
+    counts = np.bincount(split.labels, minlength=len(class_names))
+    short = int(np.argmin(counts))
+    if counts[short] < per_class:
+        raise ConfigError(
+            f"data.train_per_class: {per_class} is more than the "
+            f"{counts[short]} training images of class "
+            f"{class_names[short]!r} in {description}. Give at most "
+            f"{counts[short]}, or null for every image."
+        )
+    rng = np.random.default_rng([seed, 6])
+    kept = []
+    for c in range(len(class_names)):
+        idx = np.flatnonzero(split.labels == c)
+        kept.append(idx[rng.permutation(len(idx))[:per_class]])
+    return split.subset(np.sort(np.concatenate(kept)))
+
+
 def _finish(
     cfg: DataConfig,
     seed: int,
@@ -98,6 +171,25 @@ def _finish(
                          len(class_names))
     if len(train) == 0:
         raise DataError(f"the training split of {description} is empty.")
+    if test is None and (cfg.classes is not None
+                         or cfg.train_per_class is not None):
+        # Carved from the whole set, before classes are picked and labels
+        # capped: a run on other classes of the same set (a pretraining)
+        # never trained on these test images, and the test split is every
+        # test image of the chosen classes.
+        train, test = _carve(
+            train, TEST_FRACTION, seed, 1, description, "a test split",
+            "give a test split (x_test/y_test, a test/ folder)")
+        description += f"; test = {TEST_FRACTION:.0%} of the set, by seed"
+    if cfg.classes is not None:
+        train, validation, test, class_names, note = select_classes(
+            cfg.classes, class_names, train, validation, test, source)
+        description += note
+    if cfg.train_per_class is not None:
+        train = per_class_cap(train, cfg.train_per_class, seed, class_names,
+                              source)
+        description += (f"; {cfg.train_per_class} labelled images per class"
+                        ", by seed")
     if len(np.unique(train.labels)) < 2:
         raise DataError(
             f"{source}: the training images hold a single class "

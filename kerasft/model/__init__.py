@@ -1,6 +1,6 @@
 """Model: keras.applications ResNet backbone + new head; fine-tuning plans."""
 
-from kerasft.model.builder import build_model, stage_of
+from kerasft.model.builder import build_model, resolve_weights, stage_of
 from kerasft.model.init import draw_initial_weights
 from kerasft.model.plan import Phase, apply_phase, make_phases, param_counts
 
@@ -11,5 +11,6 @@ __all__ = [
     "draw_initial_weights",
     "make_phases",
     "param_counts",
+    "resolve_weights",
     "stage_of",
 ]

@@ -152,9 +152,7 @@ def build_model(
     ```
     """
     weights = cfg.weights
-    file = None
-    if weights not in ("imagenet", "none"):
-        file = os.path.expanduser(weights)
+    file, backbone_only = resolve_weights(weights, cfg.arch)
     with dtype_policy(precision):
         backbone = _backbone(
             cfg.arch, "imagenet" if weights == "imagenet" else None,
@@ -185,12 +183,47 @@ def build_model(
             layer for layer in model.layers
             if weights != "imagenet" or id(layer) not in own])
     if file is not None:
-        load_weights_file(model, backbone, file, cfg.arch, num_classes)
+        load_weights_file(model, backbone, file, cfg.arch, num_classes,
+                          backbone_only=backbone_only)
     if cfg.bn_momentum is not None:
         for layer in model.layers:
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.momentum = cfg.bn_momentum
     return model
+
+
+def resolve_weights(weights: str, arch: str) -> tuple[str | None, bool]:
+    """The file that `model.weights` names, and whether to load only its
+    backbone.
+
+    A run directory (or a folder of runs: its newest) means that run's
+    final trained weights (`kerasft.rundir.final_weights`), for transfer to
+    a new task: its backbone is loaded and the head is new, even when the
+    class counts match (the classes differ). A file is loaded as
+    `load_weights_file` says; `imagenet` and `none` name no file.
+
+    Args:
+        weights: the `model.weights` value.
+        arch: `model.arch`, which a run's weights must fit.
+
+    Returns:
+        ``(path or None, backbone_only)``.
+
+    Example:
+
+    ```python
+    resolve_weights("runs/digits-pretrain", "resnet50")
+    # ('/.../runs/digits-pretrain/2026...-torch/model.keras', True)
+    ```
+    """
+    if weights in ("imagenet", "none"):
+        return None, False
+    path = os.path.expanduser(weights)
+    if os.path.isdir(path):
+        from kerasft.rundir import final_weights
+
+        return str(final_weights(path, "model.weights", arch=arch)), True
+    return path, False
 
 
 def load_weights_file(
@@ -199,6 +232,7 @@ def load_weights_file(
     path: str,
     arch: str,
     num_classes: int,
+    backbone_only: bool = False,
 ) -> str:
     """Loads a whole-model file, else a backbone-only file, into `model`.
 
@@ -207,19 +241,36 @@ def load_weights_file(
     ``keras.applications.ResNet50(include_top=False).save_weights(...)`` or
     Keras's own ImageNet ``*_notop.h5``.
 
+    Args:
+        model, backbone: the model and its backbone (sharing layers).
+        path: the file.
+        arch, num_classes: for the error message.
+        backbone_only: load only the backbone's layers from a whole-model
+            file, leaving the head as built (transfer to a new task).
+            Defaults to `False`.
+
     Returns:
-        ``"model"`` or ``"backbone"``: what the file held.
+        ``"model"`` or ``"backbone"``: what was loaded.
     """
     errors = []
-    for target, what in ((model, "model"), (backbone, "backbone")):
+    targets = ((model, "model"), (backbone, "backbone"))
+    if backbone_only:
+        targets = targets[1:]
+    for target, what in targets:
         try:
             if path.endswith(".keras"):
                 saved = keras.saving.load_model(path, compile=False)
                 source = saved if what == "model" else None
                 if source is None:
                     by_name = {l.name: l for l in saved.layers}
+                    missing = [l.name for l in backbone.layers
+                               if l.weights and l.name not in by_name]
+                    if missing:
+                        raise ValueError(
+                            f"no layer {missing[0]} (and {len(missing) - 1} "
+                            "more backbone layers) in the file")
                     for layer in backbone.layers:
-                        if layer.name in by_name and layer.weights:
+                        if layer.weights:
                             layer.set_weights(by_name[layer.name].get_weights())
                 else:
                     target.set_weights(source.get_weights())

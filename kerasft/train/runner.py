@@ -24,7 +24,9 @@ from kerasft.config import AUTO_POINTS, OptimizerConfig, RunConfig, save_config
 from kerasft.data import Batches, DataSplits, default_workers, load_splits
 from kerasft.errors import NonFiniteError
 from kerasft.backend.lr_multipliers import set_lr_multipliers
-from kerasft.model import apply_phase, build_model, make_phases
+from kerasft.model import (
+    apply_phase, build_model, make_phases, resolve_weights,
+)
 from kerasft.model.plan import Phase, variable_lr_multipliers
 from kerasft.rundir import (
     FORMAT_VERSION,
@@ -218,6 +220,22 @@ def precision_record(model: keras.Model, cfg: RunConfig) -> dict:
             if compiled else None
         ),
     }
+
+
+def _weights_record(cfg: RunConfig) -> dict:
+    """What `model.weights` loaded, for env.json: the file, and for a run
+    directory (transfer) that only its backbone was loaded."""
+    file, backbone_only = resolve_weights(cfg.model.weights, cfg.model.arch)
+    if file is None:
+        return {}
+    record = {"initial_weights_file": str(Path(file).resolve())}
+    if backbone_only:
+        record["initial_weights_loaded"] = "backbone"
+        record["initial_weights_run"] = str(Path(file).resolve().parent)
+        record["initial_weights_note"] = (
+            "the final weights of that run: backbone loaded, head new "
+            "(a new task)")
+    return record
 
 
 def _data_record(splits: DataSplits) -> dict:
@@ -475,6 +493,7 @@ def train(
         env = environment(cfg)
         env["initial_weights_sha256"] = weights_fingerprint(model)
         env["initial_weights_source"] = cfg.model.weights
+        env.update(_weights_record(cfg))
         env["initial_weights_drawn"] = (
             {"none": "every variable", "imagenet": "the head"}.get(
                 cfg.model.weights, "every variable the file does not hold")
@@ -511,6 +530,10 @@ def train(
     if resuming:
         resume_module.restore_model(resuming, model, recorders)
     verbose = cfg.train.verbose
+    if resuming is None and env.get("initial_weights_loaded") == "backbone":
+        print(f"kerasft: initial weights: the backbone of "
+              f"{env['initial_weights_run']} (its final weights); the "
+              f"{splits.num_classes}-class head is new")
     print(
         f"kerasft: {cfg.model.arch} ({cfg.model.weights} weights) on "
         f"{splits.description}: {len(splits.train)} train / "
