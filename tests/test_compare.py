@@ -233,7 +233,8 @@ def test_runs_of_other_starts_and_plans_get_every_view_but_the_checks(
         recorded_run, head_run, tmp_path):
     """The phased recorded run against a head-only run of another seed:
     curves, metrics, per-layer views side by side; number-for-number views
-    skipped, naming the fingerprints and the config keys that differ."""
+    skipped, naming the fingerprints and the config keys that differ. The
+    CLI says so, and --check does not pass a pair it could not check."""
     import json
 
     from kerasft.compare import compare_runs
@@ -242,52 +243,51 @@ def test_runs_of_other_starts_and_plans_get_every_view_but_the_checks(
     from kerasft.record.store import load_run
 
     out = tmp_path / "cmp"
-    result = compare_runs([recorded_run, head_run], out,
-                          labels=["phased lr=1e-3", "head"])
-    assert _present(result) == set(ANY_RUNS + SAME_LAYERS)
+    r = run_cli(["compare", recorded_run, head_run, "--out", out, "--check"])
+    assert r.code == 1, r
     fa = fingerprint(load_run(recorded_run))[:12]
     fb = fingerprint(load_run(head_run))[:12]
     assert fa != fb
+    # default labels name what differs
+    assert ("FAILED: --check: 1 pair(s) have no tolerance checks: "
+            "phased seed=1337 vs head seed=7") in r.out
+    assert ("skipped Weight-histogram distance, Weight difference per "
+            "layer, Probe activations and probe gradients, Largest "
+            "divergences, Tolerance checks: ") in r.out
+    assert "head seed=7: they started from different weights" in r.out
+    saved = json.loads((out / "comparison.json").read_text())
+    views = saved["views"]
+    assert {k for k, v in views.items() if v["present"]} == set(
+        ANY_RUNS + SAME_LAYERS)
     for key in SAME_START:
-        reason = result.views[key].reason
-        assert f"head: they started from different weights (initial-weight " \
-               f"fingerprints {fa} vs {fb})" in reason, (key, reason)
+        reason = views[key]["reason"]
+        assert ("head seed=7: they started from different weights "
+                f"(initial-weight fingerprints {fa} vs {fb})") in reason, key
         assert "plan.kind: phased vs head" in reason
         assert "seed: 1337 vs 7" in reason
-    assert result.checks == {} and result.divergences == []
-    assert list(result.unchecked) == ["phased lr=1e-3 vs head"]
     for key in ANY_RUNS + SAME_LAYERS:
         if key != "summary":
-            png = out / f"compare_{key}.png"
-            assert result.views[key].figure == png
-            assert png.stat().st_size > 10_000, key
+            assert views[key]["figure"] == f"compare_{key}.png"
+            assert (out / f"compare_{key}.png").stat().st_size > 10_000, key
     assert not list(out.glob("compare_hist_distance.png"))
-    saved = json.loads((out / "comparison.json").read_text())
-    assert {k for k, v in saved["views"].items() if not v["present"]} == set(
-        SAME_START)
-    assert [r["label"] for r in saved["runs"]] == ["phased lr=1e-3", "head"]
+    assert [r["label"] for r in saved["runs"]] == ["phased seed=1337",
+                                                   "head seed=7"]
     assert saved["runs"][1]["summary"]["plan"] == "head"
+    assert list(saved["unchecked"]) == ["phased seed=1337 vs head seed=7"]
+    assert f"fingerprints {fa} vs {fb}" in saved["unchecked"][
+        "phased seed=1337 vs head seed=7"]
     # the head plan moved only the head; the phased one conv4-conv5 too
     change = saved["stage_change"]
-    assert change["head"]["change"]["conv5"] == 0
-    assert change["head"]["change"]["head"] > 0
-    assert change["phased lr=1e-3"]["change"]["conv5"] > 0
-    assert change["phased lr=1e-3"]["change"]["conv3"] == 0
+    assert change["head seed=7"]["change"]["conv5"] == 0
+    assert change["head seed=7"]["change"]["head"] > 0
+    assert change["phased seed=1337"]["change"]["conv5"] > 0
+    assert change["phased seed=1337"]["change"]["conv3"] == 0
     page = (out / "index.html").read_text()
     assert "Skipped views" in page and f"fingerprints {fa} vs {fb}" in page
     assert "<h2>Which layers moved, per run</h2>" in page
     assert "<h2>Tolerance checks</h2>" not in page
-    assert "<td>phased lr=1e-3</td>" in page and "<td>head</td>" in page
-
-    # the CLI says what it skipped, in default labels that name what
-    # differs; --check does not pass a pair it could not check
-    r = run_cli(["compare", recorded_run, head_run, "--out", tmp_path / "c",
-                 "--check"])
-    assert r.code == 1, r
-    assert "skipped Weight-histogram distance" in r.out
-    assert "head seed=7: they started from different weights" in r.out
-    assert ("FAILED: --check: 1 pair(s) have no tolerance checks: "
-            "phased seed=1337 vs head seed=7") in r.out
+    table = json.loads((out / "divergences.json").read_text())
+    assert table["checks"] == {} and table["divergences"] == []
     for bad in (["one"], ["x", "x"], ["x", ""]):
         with pytest.raises(ConfigError, match="distinct, non-empty labels"):
             compare_runs([recorded_run, head_run], tmp_path / "b",
@@ -366,6 +366,9 @@ def test_each_view_shows_the_runs_it_can_and_names_the_others(recorded_run,
     assert not any("histogram" in n for n in names)
     assert not result.failed  # a copy: every remaining check is 0
     assert set(result.unchecked) == {"ref vs full", "ref vs r101"}
+    assert [r["label"] for r in result.runs] == ["ref", "full", "r101",
+                                                 "format-1"]
     page = (tmp_path / "cmp" / "index.html").read_text()
     assert "<h2>Loss and accuracy overlaid</h2>" in page
     assert "not shown for r101" in page
+    assert "<td>format-1</td>" in page and "<td>r101</td>" in page

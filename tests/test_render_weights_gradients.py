@@ -147,7 +147,9 @@ def test_log_axes_show_plain_numbers_not_mathtext_source(run):
     from kerasft.render.base import plain_text
 
     with plain_text():
-        for r in gradients.render(run, RenderOptions()):
+        # the weights figures' log colour bars too
+        for r in [*gradients.render(run, RenderOptions()),
+                  *weights.render(run, RenderOptions())]:
             r.figure.canvas.draw()
             for ax in r.figure.axes:
                 if ax.get_yscale() != "log":
