@@ -271,7 +271,9 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     _add_run_flags(s, "--out's study")
     s.add_argument("--plans", required=True,
-                   help="comma-separated plan kinds, e.g. head,phased,full")
+                   help="comma-separated plan kinds, e.g. head,phased,full; "
+                   "scratch adds the no-transfer baseline (the seed's random "
+                   "network, every layer and BatchNorm training)")
     s.add_argument("--lrs", help="comma-separated learning rates, e.g. "
                    "1e-3,1e-2 (default: the config's)")
     s.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2 "

@@ -135,7 +135,7 @@ def test_other_flags_in_the_same_folder_are_refused(study):
 
 @pytest.mark.parametrize("flags, says", [
     (["--plans", "head,linear"], "--plans: expected a comma-separated list "
-     "of plan kinds from head, full, phased. Received: 'head,linear' "
+     "of plan kinds from head, full, phased, scratch. Received: 'head,linear' "
      "('linear' unknown)"),
     (["--plans", "head,head"], "head repeated"),
     (["--plans", "head", "--lrs", "1e-3,-1"], "'-1' is not one"),
@@ -189,3 +189,48 @@ def test_an_unfinished_study_continues_where_it_stopped(study, tmp_path):
     fingerprint = [json.loads((d / "env.json").read_text())[
         "initial_weights_sha256"] for d in (head, again)]
     assert fingerprint[0] == fingerprint[1]
+
+
+def test_the_scratch_plan_is_the_seeds_random_network_training_whole(
+        tmp_path):
+    """`scratch` needs no training to check: its validated config."""
+    from kerasft.study import plan_study
+
+    weights = tmp_path / "w.weights.h5"
+    weights.write_bytes(b"")  # validation checks that it exists
+    plan = plan_study(REPO / "configs" / "quickstart.yaml", "head,scratch",
+                      seeds="3", out=tmp_path / "s",
+                      overrides=[f"model.weights={weights}"])
+    head, scratch = plan.configs
+    assert head.model.weights == str(weights)
+    assert (scratch.model.weights, scratch.plan.kind,
+            scratch.plan.batchnorm, scratch.seed) == ("none", "full",
+                                                      "train", 3)
+    assert not (tmp_path / "s").exists()
+
+
+def _row(plan, acc, std=None, seeds=(0,), wall=100.0):
+    return {"plan": plan, "lr": "0.001", "seeds": list(seeds),
+            "test_accuracy": acc, "test_accuracy_std": std,
+            "best_val_accuracy": acc, "wall_seconds": wall,
+            "train_seconds": wall}
+
+
+def test_the_verdict_states_the_gain_from_transfer_against_the_spread():
+    from kerasft.study.page import verdict
+
+    lines = verdict([_row("head", 0.80, 0.01, (0, 1, 2), 50),
+                     _row("full", 0.90, 0.02, (0, 1, 2), 150),
+                     _row("scratch", 0.60, 0.05, (0, 1, 2), 150)])
+    text = "\n".join(lines)
+    assert ("full fine-tuning: +10.0 points test accuracy over the linear "
+            "probe (head only) at 3.0x the time; larger than the seed "
+            "spread (±3.0 points over 3 seeds)") in text
+    assert ("Gain from transfer: full fine-tuning: +30.0 points test "
+            "accuracy over training from scratch on the same labels at "
+            "1.0x the time; larger than the seed spread (±7.0") in text
+    # one seed: the same numbers, said to be possibly noise
+    lines = verdict([_row("head", 0.80), _row("scratch", 0.79)])
+    assert any(line.startswith("Gain from transfer: linear probe (head "
+                               "only): +1.0 points") and "seed noise" in line
+               for line in lines), lines

@@ -140,7 +140,9 @@ def verdict(rows: list[dict]) -> list[str]:
     """Plain sentences with the numbers, from the table alone.
 
     Each plan is set against the linear probe (``head``; the first plan
-    when there is none) on test accuracy and wall time. A difference is
+    when there is none) on test accuracy and wall time; with a ``scratch``
+    row, the best transferred plan is also set against it (the gain from
+    transfer). A difference is
     called one only when it exceeds the seed spread (the two rows' sample
     standard deviations added); with one seed the sentence says so.
     """
@@ -159,38 +161,49 @@ def verdict(rows: list[dict]) -> list[str]:
         text = PLAN_NAMES[row["plan"]]
         return f"{text} (lr={row['lr']})" if several_lrs else text
 
-    for plan, row in best.items():
-        if plan == ref_plan:
-            continue
-        if row["test_accuracy"] is None or ref["test_accuracy"] is None:
-            missing = name(row) if row["test_accuracy"] is None else name(ref)
-            lines.append(f"{name(row)}: no test accuracy for {missing} "
-                         "(no completed run).")
-            continue
-        diff = 100 * (row["test_accuracy"] - ref["test_accuracy"])
-        text = (f"{name(row)}: {diff:+.1f} points test accuracy over the "
-                f"{ref_name}"
-                + (f" (lr={ref['lr']})" if several_lrs else ""))
-        if row["wall_seconds"] and ref["wall_seconds"]:
-            text += f" at {row['wall_seconds'] / ref['wall_seconds']:.1f}x the time"
-        elif row["train_seconds"] and ref["train_seconds"]:
-            text += (f" at {row['train_seconds'] / ref['train_seconds']:.1f}x "
+    def versus(row, other, other_name):
+        """One sentence: `row` against `other` on test accuracy and time."""
+        if row["test_accuracy"] is None or other["test_accuracy"] is None:
+            missing = name(row) if row["test_accuracy"] is None else name(other)
+            return (f"{name(row)}: no test accuracy for {missing} "
+                    "(no completed run).")
+        diff = 100 * (row["test_accuracy"] - other["test_accuracy"])
+        text = (f"{name(row)}: {diff:+.1f} points test accuracy over "
+                f"{other_name}"
+                + (f" (lr={other['lr']})" if several_lrs else ""))
+        if row["wall_seconds"] and other["wall_seconds"]:
+            text += (f" at {row['wall_seconds'] / other['wall_seconds']:.1f}x"
+                     " the time")
+        elif row["train_seconds"] and other["train_seconds"]:
+            text += (f" at {row['train_seconds'] / other['train_seconds']:.1f}x "
                      "the time in training steps (a resumed run has no "
                      "wall time)")
-        n = min(len(row["seeds"]), len(ref["seeds"]))
+        n = min(len(row["seeds"]), len(other["seeds"]))
         if n < 2:
             text += ("; one seed, so the difference may be seed noise "
                      "(--seeds 0,1,2 measures the spread)")
         else:
             spread = 100 * ((row["test_accuracy_std"] or 0)
-                            + (ref["test_accuracy_std"] or 0))
+                            + (other["test_accuracy_std"] or 0))
             if abs(diff) > spread:
                 text += (f"; larger than the seed spread (±{spread:.1f} "
                          f"points over {n} seeds): a real difference")
             else:
                 text += (f"; within the seed spread (±{spread:.1f} points "
                          f"over {n} seeds): not a clear difference")
-        lines.append(text + ".")
+        return text + "."
+
+    for plan, row in best.items():
+        if plan != ref_plan:
+            lines.append(versus(row, ref, f"the {ref_name}"))
+    # The gain from transfer: the best transferred plan against the
+    # baseline that starts from random weights on the same labels.
+    transferred = [r for p, r in best.items()
+                   if p != "scratch" and r["test_accuracy"] is not None]
+    if "scratch" in best and transferred and ref_plan != "scratch":
+        top = max(transferred, key=lambda r: r["test_accuracy"])
+        lines.append("Gain from transfer: " + versus(
+            top, best["scratch"], "training from scratch on the same labels"))
     scored = [r for r in rows if r["test_accuracy"] is not None]
     if len(scored) > 1:
         top = max(scored, key=lambda r: r["test_accuracy"])

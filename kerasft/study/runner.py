@@ -5,11 +5,16 @@ Every variant is an ordinary kerasft run, trained one after the other into
 flags that made them and, per variant, its run directory and state, so the
 same command run again skips the finished variants and continues the rest.
 
-Same start: the first variant of each seed trains from the config's
-``model.weights`` (or ``--init-from``); its ``initial.weights.h5`` is then
-the ``model.weights`` of every other variant with that seed, as
-``--init-from`` would make it. Variants with different seeds start from
-their own seed's start. The seed also picks the validation split, the
+Same start: every variant of one seed starts from the same weights with no
+file passed between them, because kerasft draws whatever ``model.weights``
+does not load from numpy by the seed and the variable's path
+(`kerasft.model.init`): a pretrained backbone (ImageNet, a file, a
+pretraining run) with the seed's new head, or the seed's random network.
+``--init-from`` gives every variant one weights file instead. The
+``scratch`` plan is the baseline that does not transfer: the same network
+from the seed's random start (``model.weights: none``), every layer and
+BatchNorm training. Variants with different seeds start from their own
+seed's start. The seed also picks the validation split, the
 image caps, the data order and the probe set (`kerasft.data.load_splits`
 is seeded by it), so variants of one seed see the same data and variants
 of different seeds do not: the spread over seeds covers all of these.
@@ -37,7 +42,13 @@ PLAN_NAMES = {
     "head": "linear probe (head only)",
     "phased": "phased fine-tuning (head, then top stages)",
     "full": "full fine-tuning",
+    "scratch": "training from scratch (no transfer)",
 }
+# The config's plan kinds, plus the no-transfer baseline.
+STUDY_PLANS = (*PLANS, "scratch")
+# What makes a variant `scratch`: the seed's random network, all of it and
+# BatchNorm training (model.bn_momentum stays the config's).
+SCRATCH = ("plan.kind=full", "plan.batchnorm=train", "model.weights=none")
 
 
 @dataclass(frozen=True)
@@ -45,7 +56,8 @@ class Variant:
     """One run of a study.
 
     Attributes:
-        plan: ``plan.kind`` (`kerasft.config.PLANS`).
+        plan: ``plan.kind`` (`kerasft.config.PLANS`), or ``scratch``
+            (`SCRATCH`).
         lr: the learning rate as given (``"1e-3"``, ``"auto"``), or None
             for the config's own.
         seed: the run's seed.
@@ -61,7 +73,8 @@ class Variant:
 
     def overrides(self) -> list[str]:
         """The config overrides that make this variant."""
-        out = [f"plan.kind={self.plan}", f"seed={self.seed}"]
+        out = (list(SCRATCH) if self.plan == "scratch"
+               else [f"plan.kind={self.plan}"]) + [f"seed={self.seed}"]
         if self.lr is not None:
             out.append(f"optimizer.learning_rate={self.lr}")
         return out
@@ -79,8 +92,8 @@ class StudyPlan:
         configs: each variant's validated config (its start not yet set).
         flags: what made the study; a rerun must give the same.
         lr_shown: the config's learning rate, for labels of `lr=None`.
-        init_from: the weights file every variant starts from, or None
-            (each seed's first variant's initial weights).
+        init_from: the weights file every variant but ``scratch`` starts
+            from, or None (each seed's own start).
     """
 
     out: Path
@@ -136,13 +149,13 @@ def _split(flag: str, text: str | list | tuple | None) -> list[str] | None:
 
 
 def parse_plans(text) -> list[str]:
-    """``head,full`` -> ``["head", "full"]``, each one of `PLANS`."""
+    """``head,full`` -> ``["head", "full"]``, each one of `STUDY_PLANS`."""
     plans = _split("--plans", text) or []
-    bad = [p for p in plans if p not in PLANS]
+    bad = [p for p in plans if p not in STUDY_PLANS]
     if bad or not plans:
         raise ConfigError(
             f"--plans: expected a comma-separated list of plan kinds from "
-            f"{', '.join(PLANS)}. Received: {text!r}"
+            f"{', '.join(STUDY_PLANS)}. Received: {text!r}"
             + (f" ({', '.join(map(repr, bad))} unknown)" if bad else ""))
     return plans
 
@@ -206,8 +219,8 @@ def plan_study(
         out: the study folder. Defaults to ``studies/<config name>``.
         overrides: ``key=value`` overrides for every variant. Defaults to
             none.
-        init_from: a weights file every variant starts from (instead of
-            each seed's first variant's initial weights). Defaults to `None`.
+        init_from: a weights file every variant but ``scratch`` starts from
+            (instead of each seed's own start). Defaults to `None`.
         backend: recorded with the flags (a study stays on one backend).
             Defaults to ``KERAS_BACKEND``, else tensorflow.
 
@@ -307,7 +320,6 @@ def _state(study: StudyPlan) -> dict:
     return {
         "format": STUDY_FORMAT,
         "flags": study.flags,
-        "starts": {},
         "variants": [
             {"plan": v.plan, "lr": v.lr, "seed": v.seed,
              "label": study.label(i), "run_dir": None, "state": "pending",
@@ -356,15 +368,6 @@ def _train_variant(study: StudyPlan, i: int, entry: dict, state: dict,
                                       "state": entry["state"],
                                       "error": entry.get("error")})
             entry["run_dir"] = None
-    seed_key = str(study.variants[i].seed)
-    start = state["starts"].get(seed_key)
-    if (resume is None and study.init_from is None and start
-            and (study.out / start).is_file()):
-        # the seed's start, as --init-from gives it
-        cfg = load_config(study.config, study.flags["overrides"]
-                          + study.variants[i].overrides()
-                          + [f"name={cfg.name}",
-                             f"model.weights={(study.out / start).resolve()}"])
     before = {p.name for p in runs.iterdir()} if runs.is_dir() else set()
     entry.update(state="running", error=None)
     try:
@@ -390,10 +393,6 @@ def _record(study: StudyPlan, state: dict, entry: dict, i: int,
             run_dir: Path | None) -> None:
     if run_dir is not None:
         entry["run_dir"] = str(run_dir.relative_to(study.out))
-        initial = run_dir / "initial.weights.h5"
-        seed_key = str(study.variants[i].seed)
-        if seed_key not in state["starts"] and initial.is_file():
-            state["starts"][seed_key] = str(initial.relative_to(study.out))
     write_json(study.out / STUDY_FILE, state)
 
 
@@ -426,7 +425,8 @@ def run_study(
         overrides: ``key=value`` config overrides for every variant.
             Defaults to none.
         init_from: a weights file (or run directory) every variant starts
-            from. Defaults to `None` (each seed's first variant's start).
+            from. Defaults to `None` (each seed's own start: see the module
+            docstring).
         report: render each run's own report. Defaults to `True`.
         progress: called with one line per step of the study. Defaults to
             logging at INFO.
