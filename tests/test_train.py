@@ -205,3 +205,10 @@ def test_weights_from_a_run_dir_load_its_final_backbone_and_a_new_head(
             np.testing.assert_array_equal(a, np.asarray(b), err_msg=name)
     for a, b in zip(final["head"], start.get_layer("head").get_weights()):
         assert not np.array_equal(a, np.asarray(b))
+    # the new head is the seed's: the head a weights-none run of the same
+    # seed starts with (kerasft.model.init), on every backend
+    from test_init import _quickstart_model
+
+    fresh = _quickstart_model().get_layer("head").get_weights()
+    for a, b in zip(fresh, start.get_layer("head").get_weights()):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
