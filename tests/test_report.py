@@ -76,17 +76,26 @@ def _chromium():
     return exe
 
 
-def test_report_loads_every_image_in_headless_chromium(recorded_run, tmp_path):
-    exe = _chromium()
-    url = (recorded_run / "report" / "index.html").resolve().as_uri()
+def loaded_dom(page, profile):
+    """`page` rendered by headless Chromium: (its DOM, the number of
+    images the page counted, the number of them that did not load)."""
     dom = subprocess.run(
-        [exe, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'u1'}",
-         "--virtual-time-budget=10000", "--dump-dom", url],
+        [_chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
+         "--virtual-time-budget=10000", "--dump-dom",
+         page.resolve().as_uri()],
         capture_output=True, text=True, timeout=120,
     ).stdout
     m = re.search(r'data-images="(\d+)" data-broken-images="(\d+)"', dom)
     assert m, dom[:500]
-    assert int(m.group(1)) == len(FIGURES) and m.group(2) == "0"
+    return dom, int(m.group(1)), int(m.group(2))
+
+
+def test_report_loads_every_image_in_headless_chromium(recorded_run, tmp_path):
+    exe = _chromium()
+    page = recorded_run / "report" / "index.html"
+    url = page.resolve().as_uri()
+    _, images, broken = loaded_dom(page, tmp_path / "u1")
+    assert images == len(FIGURES) and broken == 0
     shot = tmp_path / "page.png"
     subprocess.run(
         [exe, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'u2'}",

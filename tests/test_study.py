@@ -7,12 +7,11 @@ from __future__ import annotations
 import json
 import math
 import re
-import subprocess
 
 import pytest
 
 from conftest import REPO, TINY, run_cli
-from test_report import CHROMIUM_FLAGS, _check_png, _chromium
+from test_report import _check_png, loaded_dom
 
 # TINY at one step per epoch; only the recorders the page reads (weights for
 # the per-layer views, embeddings for the k-NN accuracy).
@@ -97,16 +96,8 @@ def test_the_study_page_loads_in_headless_chromium(study, tmp_path):
         assert f"compare/compare_{key}.png" in figures, key
     for src in figures:
         _check_png(out / src)
-    exe = _chromium()
-    url = (out / "index.html").resolve().as_uri()
-    dom = subprocess.run(
-        [exe, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'u1'}",
-         "--virtual-time-budget=10000", "--dump-dom", url],
-        capture_output=True, text=True, timeout=120,
-    ).stdout
-    m = re.search(r'data-images="(\d+)" data-broken-images="(\d+)"', dom)
-    assert m, dom[:500]
-    assert int(m.group(1)) == len(figures) and m.group(2) == "0"
+    dom, images, broken = loaded_dom(out / "index.html", tmp_path / "u1")
+    assert images == len(figures) and broken == 0
     assert "id=\"study-table\"" in dom and dom.count("<tr>") >= 3
 
 
