@@ -382,14 +382,14 @@ def _train_variant(study: StudyPlan, i: int, entry: dict, state: dict,
         interrupted = isinstance(e, KeyboardInterrupt)
         entry.update(state="interrupted" if interrupted else "failed",
                      error=None if interrupted else f"{type(e).__name__}: {e}")
-        _record(study, state, entry, i, run_dir)
+        _record(study, state, entry, run_dir)
         raise
-    _record(study, state, entry, i, run_dir)
+    _record(study, state, entry, run_dir)
     if error:
         say(f"study: {entry['label']} failed: {error}")
 
 
-def _record(study: StudyPlan, state: dict, entry: dict, i: int,
+def _record(study: StudyPlan, state: dict, entry: dict,
             run_dir: Path | None) -> None:
     if run_dir is not None:
         entry["run_dir"] = str(run_dir.relative_to(study.out))
