@@ -34,6 +34,10 @@ _LAZY = {
     "ProbeGradientRecorder": "kerasft.record",
     "BatchNormRecorder": "kerasft.record",
     "ScalarRecorder": "kerasft.record",
+    "AttentionRecorder": "kerasft.record",
+    "grad_cam": "kerasft.explain",
+    "saliency": "kerasft.explain",
+    "explain_images": "kerasft.explain",
 }
 
 __all__ = ["__version__", *_LAZY]

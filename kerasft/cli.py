@@ -309,7 +309,47 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="exit with status 1 if a tolerance check fails, "
                    "or if a run's checks were skipped (different start or "
                    "config) (default: report it and exit 0)")
+    e = sub.add_parser(
+        "explain",
+        help="where a finished run's model looks, on your own images",
+        description=(
+            "For each IMAGE (PNG, JPEG, any size; resized to the run's "
+            "image size): the run's final model's top-3 predictions, a "
+            "Grad-CAM overlay and a gradient saliency map for the predicted "
+            "class (or --class), one figure per image in --out."
+        ),
+    )
+    e.add_argument("run_dir", metavar="RUN_DIR",
+                   help="a finished run directory (or a folder of runs: "
+                   "the newest)")
+    e.add_argument("images", nargs="+", metavar="IMAGE")
+    e.add_argument("--out", help="folder for the figures "
+                   "(default: RUN_DIR/explain)")
+    e.add_argument("--class", dest="class_name", metavar="NAME",
+                   help="explain this class (one of the run's class names) "
+                   "instead of each image's predicted class")
+    e.add_argument("--layer", help="the Grad-CAM layer (default: the deepest "
+                   "ResNet stage output whose map is at least 4x4)")
+    e.add_argument("--smoothgrad", type=int, default=0, metavar="N",
+                   help="SmoothGrad saliency over N noisy copies "
+                   "(default: 0, the vanilla gradient)")
+    e.add_argument("--backend", choices=BACKENDS,
+                   help="Keras backend (default: KERAS_BACKEND)")
     return parser
+
+
+def _explain(args: argparse.Namespace) -> int:
+    _choose_backend(args.backend)
+    _check_backend_installed()
+    from kerasft.explain import explain_images
+
+    results = explain_images(args.run_dir, args.images, args.out,
+                             args.class_name, args.layer, args.smoothgrad)
+    for r in results:
+        top = r.probabilities.max()
+        print(f"kerasft: {r.source}: predicted {r.predicted} ({top:.1%}); "
+              f"maps for {r.explained} at {r.layer}: {r.figure}")
+    return 0
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -733,6 +773,8 @@ def main(argv: list[str] | None = None) -> int:
             return _compare(args)
         if args.command == "study":
             return _study(args)
+        if args.command == "explain":
+            return _explain(args)
     except KerasftError as e:
         print(f"Error: {e}", file=sys.stderr)
         return e.exit_code

@@ -311,12 +311,18 @@ class RecordConfig:
             figures. Defaults to `"auto"`.
         scalars_every_steps: per-step loss/metrics/lr/images-per-second rows.
         weights, gradients, update_ratios, activations, embeddings,
-        probe_gradients, batchnorm, feature_maps, scalars: switch each
-            kind on or off.
+        probe_gradients, batchnorm, feature_maps, scalars, attention: switch
+            each kind on or off.
         weights_every_steps: weight histograms every this many steps too
             (`null` = per epoch only).
         probe_size: images in the probe batch (activations, gradients).
         embedding_size: images whose penultimate features are recorded.
+        attention_images: probe images whose Grad-CAM and saliency maps
+            are recorded (``attention``), at epoch 0 and the last epoch.
+        attention_every_epoch: record those maps after every epoch too.
+        attention_layer: the Grad-CAM layer's name, or `null` for the
+            deepest ResNet stage output whose map is at least 4x4
+            (`kerasft.explain.default_layer`).
         tensorboard: export the records for TensorBoard at the end.
     """
 
@@ -331,10 +337,14 @@ class RecordConfig:
     probe_gradients: bool = True
     batchnorm: bool = True
     feature_maps: bool = True
+    attention: bool = True
     scalars: bool = True
     weights_every_steps: int | None = None
     probe_size: int = 32
     embedding_size: int = 256
+    attention_images: int = 4
+    attention_every_epoch: bool = False
+    attention_layer: str | None = None
     tensorboard: bool = True
 
     def steps_between(self, total_steps: int) -> int:
@@ -604,7 +614,8 @@ def _check(cfg: RunConfig, source: str) -> None:
     if r.every_steps != "auto" and (isinstance(r.every_steps, str)
                                     or r.every_steps < 1):
         raise bad("record.every_steps", r.every_steps, "auto or at least 1")
-    for key in ("scalars_every_steps", "probe_size", "embedding_size"):
+    for key in ("scalars_every_steps", "probe_size", "embedding_size",
+                "attention_images"):
         if getattr(r, key) < 1:
             raise bad(f"record.{key}", getattr(r, key), "at least 1")
     if r.weights_every_steps is not None and r.weights_every_steps < 1:

@@ -91,8 +91,49 @@ def test_every_tolerance_holds(runs, other):
     assert "epoch-0 probe gradient norm rel. diff" in names
     assert "epoch-1 loss rel. diff" in names
     assert "epoch-1 weight histogram distance (bins)" in names
+    # where the model looks, from the same start: Grad-CAM and saliency
+    assert "epoch-0 Grad-CAM max diff / map max" in names
+    assert "epoch-0 Grad-CAM 1 - correlation" in names
+    assert "epoch-0 saliency max diff / map max" in names
     failures = [str(c) for c in checks if not c.ok]
     assert not failures, "\n".join(failures)
+
+
+def test_explain_gives_the_same_maps_on_every_backend(runs, tmp_path):
+    """One model file (the torch run's), explained by each backend."""
+    from PIL import Image
+
+    from kerasft.compare.tolerances import (
+        ATTENTION_EPOCH0_DECORRELATION,
+        PROBE_GRADIENT_EPOCH0_REL,
+        map_differences,
+    )
+
+    image = tmp_path / "digit.png"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(
+        image)
+    maps = {}
+    for b in BACKENDS:
+        env = dict(os.environ, KERAS_BACKEND=b, TF_CPP_MIN_LOG_LEVEL="2")
+        r = subprocess.run(
+            [sys.executable, "-m", "kerasft", "explain", str(runs["torch"]),
+             str(image), "--out", str(tmp_path / b)],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-2000:]
+        with np.load(tmp_path / b / "digit.npz") as a:
+            maps[b] = {k: a[k] for k in ("cam", "saliency", "probabilities")}
+    assert maps["torch"]["cam"].max() > 0
+    for b in BACKENDS[1:]:
+        for key in ("cam", "saliency"):
+            rel, decorrelation = map_differences(maps["torch"][key][None],
+                                                 maps[b][key][None])
+            print(f"explain {key} torch vs {b}: max diff / max {rel[0]:.2e}, "
+                  f"1 - correlation {decorrelation[0]:.2e}")
+            assert rel[0] <= PROBE_GRADIENT_EPOCH0_REL, (b, key, rel)
+            assert decorrelation[0] <= ATTENTION_EPOCH0_DECORRELATION
+        np.testing.assert_allclose(maps[b]["probabilities"],
+                                   maps["torch"]["probabilities"], atol=1e-5)
 
 
 def test_compare_writes_figures_table_and_checks(runs, tmp_path):
@@ -101,7 +142,7 @@ def test_compare_writes_figures_table_and_checks(runs, tmp_path):
     out = tmp_path / "cmp"
     r = run_cli(["compare", *(runs[b] for b in BACKENDS), "--out", out])
     assert r.code == 0, r
-    assert r.out.count("10/10 tolerance checks pass") == 2
+    assert r.out.count("14/14 tolerance checks pass") == 2
     for key in ("compare_curves", "compare_hist_distance",
                 "compare_weight_diff", "compare_probe", "compare_embeddings"):
         assert (out / f"{key}.png").stat().st_size > 10_000, key

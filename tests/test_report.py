@@ -16,7 +16,7 @@ FIGURES = (
     "curves", "structure", "grad_norms", "update_ratios",
     "weight_histograms", "layer_change", "batchnorm_drift",
     "activation_histograms", "dead_units", "embeddings", "confusion",
-    "top_losses", "first_layer_filters", "feature_maps",
+    "top_losses", "first_layer_filters", "feature_maps", "attention",
 )
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",

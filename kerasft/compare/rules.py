@@ -50,6 +50,8 @@ MATH_FREE = (
     "record.activations", "record.embeddings", "record.probe_gradients",
     "record.batchnorm", "record.feature_maps", "record.scalars",
     "record.weights_every_steps", "record.tensorboard",
+    "record.attention", "record.attention_images",
+    "record.attention_every_epoch", "record.attention_layer",
 )
 # Used only under `optimizer.learning_rate: auto` (then they set the rate).
 LR_FIND = "lr_find."

@@ -18,6 +18,13 @@ tolerances, and why:
   each variable's gradient L2 norm, mean and std). Backward passes
   accumulate more round-off than forward ones, one order of magnitude more
   room than activations.
+* **Epoch-0 Grad-CAM and saliency maps of the probe images** (the
+  ``attention`` records), per image: the largest difference relative to
+  the map's maximum within the probe-gradient bound (a Grad-CAM map is
+  gradients times activations, a saliency map a gradient), and
+  1 - correlation <= `ATTENTION_EPOCH0_DECORRELATION` = 1e-2 in every
+  tier (correlation >= 0.99: the same places are hot, whatever the
+  rounding).
 * **After one short epoch of SGD** (same batches, same order), the bounds
   are measured, not derived: `LOSS_AFTER_EPOCH_REL` on the epoch's training
   and validation loss, and `HIST_AFTER_EPOCH_BINS`, the per-layer 1-D
@@ -114,6 +121,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from kerasft.compare.metrics import histogram_distances, stat
+from kerasft.explain.gradcam import map_correlation
 
 ACTIVATION_EPOCH0_REL = 1e-4
 PROBE_GRADIENT_EPOCH0_REL = 1e-3
@@ -131,6 +139,24 @@ ADAM_HIST_AFTER_EPOCH_BINS = 1.0
 # bound is 5x the measured 5%; the histogram bound is argued.
 SHAPE_LOSS_AFTER_EPOCH_REL = 0.25
 SHAPE_HIST_AFTER_EPOCH_BINS = 2.0
+# Epoch-0 attention maps (see the docstring): 1 - correlation, any tier.
+ATTENTION_EPOCH0_DECORRELATION = 1e-2
+
+
+def map_differences(a, b) -> tuple[np.ndarray, np.ndarray]:
+    """Per map of two (N, ...) stacks: the largest |a - b| over the larger
+    of the two maps' maxima (0 for two all-zero maps), and 1 - their
+    correlation (0 for two equal constant maps, 1 for unequal ones)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    rel, decorrelation = [], []
+    for x, y in zip(a, b):
+        scale = max(np.abs(x).max(), np.abs(y).max())
+        diff = np.abs(x - y).max()
+        rel.append(diff / scale if scale > 0 else 0.0)
+        corr = map_correlation(x, y)
+        decorrelation.append(
+            1.0 - corr if np.isfinite(corr) else float(diff > 0))
+    return np.array(rel), np.array(decorrelation)
 
 
 @dataclass(frozen=True)
@@ -328,6 +354,7 @@ def parity_checks(a, b, histograms: bool = True) -> list[Check]:
                     f"epoch-1 {key} rel. diff",
                     float(_rel(ma[key][:1], mb[key][:1])[0]),
                     tier.loss_after_epoch_rel, "epoch 1"))
+    checks += _attention_checks(a, b, tier)
     if wa is not None and wb is not None and 1 in wa.epochs and 1 in wb.epochs:
         ra = wa[1]
         dist = histogram_distances(ra, wb[1], wa, wb)
@@ -337,3 +364,27 @@ def parity_checks(a, b, histograms: bool = True) -> list[Check]:
     for c in checks:
         c.tier, c.reason = tier.name, tier.reason
     return checks
+
+
+def _attention_checks(a, b, tier: Tier) -> list[Check]:
+    """Epoch-0 Grad-CAM and saliency maps of the probe images (see
+    `ATTENTION_EPOCH0_DECORRELATION`): per image, the largest difference
+    relative to the larger map's maximum, and 1 - correlation."""
+    ka, kb = a.records.get("attention"), b.records.get("attention")
+    if ka is None or kb is None or 0 not in ka.epochs or 0 not in kb.epochs:
+        return []
+    ra, rb = ka[0], kb[0]
+    if (str(ra["layer"]) != str(rb["layer"])
+            or ra["cam"].shape != rb["cam"].shape):
+        return []
+    names = [f"probe image {i}" for i in range(len(ra["cam"]))]
+    out = []
+    for key, title in (("cam", "Grad-CAM"), ("saliency", "saliency")):
+        rel, decorrelation = map_differences(ra[key], rb[key])
+        out.append(_worst(names, rel,
+                          f"epoch-0 {title} max diff / map max",
+                          tier.probe_gradient_epoch0_rel))
+        out.append(_worst(names, decorrelation,
+                          f"epoch-0 {title} 1 - correlation",
+                          ATTENTION_EPOCH0_DECORRELATION))
+    return out

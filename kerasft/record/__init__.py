@@ -6,10 +6,13 @@ Every recorder is a plain `keras.callbacks.Callback`, usable in anyone's
 
 from __future__ import annotations
 
+from kerasft.lazy import lazy_exports
+
 # Lazy, like the top-level package: `load_run` (numpy only) must not import
 # Keras or a framework.
 _LAZY = {
     "ActivationRecorder": "activation_recorder",
+    "AttentionRecorder": "attention_recorder",
     "BatchNormRecorder": "batchnorm_recorder",
     "EmbeddingRecorder": "embedding_recorder",
     "FeatureMapRecorder": "feature_map_recorder",
@@ -27,17 +30,12 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        module = importlib.import_module(f"kerasft.record.{_LAZY[name]}")
-        return getattr(module, name)
-    raise AttributeError(f"module 'kerasft.record' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 __all__ = [
     "ActivationRecorder",
+    "AttentionRecorder",
     "BatchNormRecorder",
     "EmbeddingRecorder",
     "FeatureMapRecorder",

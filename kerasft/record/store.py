@@ -56,6 +56,11 @@ above).
   ``moving_mean_avg``/``moving_var_avg`` (L,).
 - ``feature_maps``: ``filters`` (the first conv kernel), ``image`` (uint8
   probe image), ``layers`` and ``maps/<layer>`` (H, W, C') float32.
+- ``attention``: for a few probe images, each for its true class:
+  ``cam`` (N, h, w) float32 Grad-CAM at ``layer`` (unnormalised),
+  ``saliency`` (N, H, W) float32 max-over-channels |d logit / d input|,
+  ``logits`` (N, K), ``labels`` (N,), ``image`` (N, H, W, 3) uint8.
+  Epoch 0 and the last epoch only (``record.attention_every_epoch`` for all).
 
 Tables: ``scalars.csv`` (step, epoch, loss, metrics, learning_rate,
 images_per_second), ``grad_norms.csv`` and ``update_ratios.csv`` (step,
@@ -94,6 +99,7 @@ KINDS = (
     "embeddings",
     "batchnorm",
     "feature_maps",
+    "attention",
 )
 TABLES = ("scalars", "grad_norms", "update_ratios")
 STAT_NAMES = (
@@ -114,6 +120,14 @@ _FILE = re.compile(r"^(epoch|step)-(\d+)\.npz$")
 
 
 # ------------------------------------------------------------------ maths
+
+
+def probabilities(logits: np.ndarray) -> np.ndarray:
+    """Softmax of (N, K) logits, in float64 (stable: the row max is
+    subtracted first)."""
+    z = np.asarray(logits, dtype=np.float64)
+    z = np.exp(z - z.max(axis=-1, keepdims=True))
+    return z / z.sum(axis=-1, keepdims=True)
 
 
 def summary_stats(values: np.ndarray) -> np.ndarray:

@@ -27,6 +27,7 @@ SECTIONS = (
     ("embeddings", "Features: embeddings of the probe set"),
     ("predictions", "Test predictions: where it fails"),
     ("filters", "Filters and feature maps"),
+    ("attention", "Where the model looks: Grad-CAM and saliency"),
 )
 
 DPI = 100

@@ -35,6 +35,7 @@ FIGURE_MODULES = (
     "embeddings",
     "predictions",
     "filters",
+    "attention",
 )
 
 

@@ -335,6 +335,13 @@ def make_recorders(cfg: RunConfig, splits: DataSplits, run_dir: Path,
         image = source.subset(idx[:1]).images.take(
             np.arange(1), cfg.data.image_size)[0]
         out.append(record.FeatureMapRecorder(directory, probe.x[:1], image))
+    if r.attention:
+        n = min(r.attention_images, len(idx))
+        images = source.subset(idx[:n]).images.take(
+            np.arange(n), cfg.data.image_size)
+        out.append(record.AttentionRecorder(
+            directory, probe.x[:n], probe.y[:n], images, r.attention_layer,
+            last_epoch=cfg.train.epochs, every_epoch=r.attention_every_epoch))
     return out
 
 
@@ -364,15 +371,13 @@ def save_test_predictions(
     and the `top` highest-loss images (uint8) for the report."""
     batches = _batches(cfg, splits.test, False)
     logits = model.predict(batches, verbose=0)
-    logits = np.asarray(logits, dtype=np.float64)
-    z = logits - logits.max(axis=1, keepdims=True)
-    probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    from kerasft.record.store import probabilities, write_npz
+
+    probs = probabilities(logits)
     labels = splits.test.labels[: len(probs)]
     loss = -np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1))
     worst = np.argsort(-loss)[:top]
     images = splits.test.images.take(worst, cfg.data.image_size)
-    from kerasft.record.store import write_npz
-
     write_npz(
         path,
         labels=labels.astype(np.int64),
@@ -483,6 +488,11 @@ def train(
         splits = load_splits(cfg.data, cfg.seed)
     model = build_model(cfg.model, splits.num_classes, cfg.data.image_size,
                         precision=cfg.train.precision, seed=cfg.seed)
+    if cfg.record.enabled and cfg.record.attention and cfg.record.attention_layer:
+        from kerasft.explain.layers import find_layer
+
+        # A mistyped layer fails here, before a run directory exists.
+        find_layer(model, cfg.record.attention_layer)
 
     phases = make_phases(cfg.plan, cfg.train)
     if resuming is None:

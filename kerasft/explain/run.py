@@ -1,0 +1,197 @@
+"""`kerasft explain`: Grad-CAM and saliency of a finished run's model on
+the user's own images, one figure per image."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kerasft.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Explanation:
+    """What `explain_images` found for one image.
+
+    Attributes:
+        source: the image file.
+        figure: the PNG written.
+        arrays: the ``.npz`` beside it, with the numbers drawn: ``image``
+            (uint8, as the model saw it), ``cam``, ``saliency``,
+            ``probabilities``, ``explained`` (class index) and ``layer``.
+        explained: the class the maps are for.
+        predicted: the model's top class.
+        probabilities: (K,) the model's softmax output.
+        layer: the Grad-CAM layer.
+        cam: (h, w) the Grad-CAM map, unnormalised.
+        saliency: (H, W) the saliency map.
+    """
+
+    source: Path
+    figure: Path
+    arrays: Path
+    explained: str
+    predicted: str
+    probabilities: np.ndarray
+    layer: str
+    cam: np.ndarray
+    saliency: np.ndarray
+
+
+def read_image(path: str | os.PathLike, size: int) -> np.ndarray:
+    """An image file (PNG, JPEG, anything Pillow reads; any size) as
+    (size, size, 3) uint8 RGB, resized as training resizes.
+
+    Raises:
+        DataError: no such file, or not an image Pillow can decode.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    from kerasft.data.images import resize_uint8, rgb_image
+
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(
+            f"kerasft explain: expected an image file. Received: {str(path)!r} "
+            "(no such file). Give the path of a PNG or JPEG image."
+        )
+    try:
+        with Image.open(p) as img:
+            img.load()
+            rgb = np.asarray(rgb_image(img, str(p)))
+    except UnidentifiedImageError:
+        raise DataError(
+            f"kerasft explain: {str(path)!r} is not an image (Pillow cannot "
+            "identify its format). Give a PNG or JPEG image."
+        ) from None
+    except (OSError, ValueError) as e:
+        raise DataError(
+            f"kerasft explain: {str(path)!r} cannot be decoded ({e}); the "
+            "file is damaged or truncated. Give an intact PNG or JPEG image."
+        ) from None
+    return resize_uint8(rgb[None], size)[0]
+
+
+def _figure_paths(sources: list[Path], out: Path) -> list[Path]:
+    """``<stem>.png`` per image (its ``.npz`` beside it); repeated stems
+    get ``-2``, ``-3``..."""
+    taken: dict[str, int] = {}
+    paths = []
+    for s in sources:
+        n = taken.get(s.stem, 0) + 1
+        taken[s.stem] = n
+        paths.append(out / (f"{s.stem}.png" if n == 1 else f"{s.stem}-{n}.png"))
+    return paths
+
+
+def explain_images(run_dir: str | os.PathLike, images: list,
+                   out: str | os.PathLike | None = None,
+                   class_name: str | None = None, layer: str | None = None,
+                   smooth: int = 0) -> list[Explanation]:
+    """Explains a finished run's final model on image files.
+
+    Every image and option is checked before the model is loaded. For each
+    image: the model's top-3 predictions, and Grad-CAM and saliency maps for
+    its predicted class (or `class_name`), drawn into one PNG.
+
+    Args:
+        run_dir: a finished kerasft run directory.
+        images: image files (PNG, JPEG; any size: resized to the run's
+            ``data.image_size``).
+        out: folder for the figures. Defaults to ``<run_dir>/explain``.
+        class_name: explain this class (one of the run's class names)
+            instead of each image's predicted class. Defaults to `None`.
+        layer: the Grad-CAM layer. Defaults to `None`
+            (`kerasft.explain.default_layer`).
+        smooth: SmoothGrad samples for the saliency map, 0 for the vanilla
+            gradient. Defaults to `0`.
+
+    Returns:
+        One `Explanation` per image, in order.
+
+    Raises:
+        RunDirError: not a finished run.
+        DataError: a file that is not an image.
+        ConfigError: an unknown class or layer, or a negative `smooth`.
+
+    Example:
+
+    ```python
+    for e in explain_images("runs/20261126-quickstart-torch", ["cat.jpg"]):
+        print(e.predicted, e.figure)
+    ```
+    """
+    from kerasft.record.store import load_run, probabilities, write_npz
+    from kerasft.rundir import atomic_path, final_weights
+
+    model_file = final_weights(run_dir, key="kerasft explain RUN_DIR")
+    run = load_run(model_file.parent)
+    if smooth < 0:
+        raise ConfigError(
+            f"--smoothgrad: expected 0 (vanilla gradient) or a number of "
+            f"noisy samples, e.g. 25. Received: {smooth}")
+    if not images:
+        raise ConfigError("kerasft explain: expected at least one IMAGE")
+    names = [str(n) for n in (run.data or {}).get("class_names") or []]
+    explained = None
+    if class_name is not None:
+        if str(class_name) not in names:
+            raise ConfigError(
+                f"--class: expected one of the run's classes "
+                f"({', '.join(names)}). Received: {class_name!r}")
+        explained = names.index(str(class_name))
+    sources = [Path(p) for p in images]
+    size = int(run.config["data"]["image_size"])
+    pixels = [read_image(p, size) for p in sources]  # all, before the model
+
+    import keras
+
+    from kerasft.data.batches import preprocess_fn
+    from kerasft.explain.gradcam import grad_cam, resolve_layer
+    from kerasft.explain.saliency_map import saliency, saliency_from
+    from kerasft.render.attention import explanation_figure
+    from kerasft.render.base import DPI, plain_text
+
+    log.info("loading %s", model_file)
+    model = keras.models.load_model(model_file, compile=False)
+    target = resolve_layer(model, layer)
+    out = Path(out) if out is not None else run.path / "explain"
+    out.mkdir(parents=True, exist_ok=True)
+    prep = preprocess_fn(run.config["model"]["arch"])
+    how = ("vanilla gradient" if smooth == 0
+           else f"SmoothGrad, {smooth} samples")
+    results = []
+    for source, image, figure in zip(sources, pixels,
+                                     _figure_paths(sources, out)):
+        x = prep(image[None].astype(np.float32))
+        logits = np.asarray(keras.ops.convert_to_numpy(
+            model(x, training=False)), np.float32)
+        predicted = int(np.argmax(logits[0]))
+        cls = predicted if explained is None else explained
+        cam = grad_cam(model, x, [cls], target)
+        sal = (saliency_from(cam.input_grad) if smooth == 0
+               else saliency(model, x, [cls], smooth=smooth))
+        with plain_text():
+            fig = explanation_figure(
+                f"{source.name}: predicted {names[predicted]}; maps for "
+                f"{names[cls]} ({'predicted' if explained is None else '--class'})",
+                image, cam.maps[0], sal[0], logits[0], names, cls,
+                target.name, how)
+            with atomic_path(figure) as tmp:
+                fig.savefig(tmp, dpi=DPI, format="png")
+        probs = probabilities(logits)[0]
+        arrays = figure.with_suffix(".npz")
+        write_npz(arrays, image=image, cam=cam.maps[0], saliency=sal[0],
+                  probabilities=probs.astype(np.float32),
+                  explained=np.array(cls), layer=np.array(target.name))
+        results.append(Explanation(
+            source, figure, arrays, names[cls], names[predicted], probs,
+            target.name, cam.maps[0], sal[0]))
+        log.info("explained %s -> %s", source, figure)
+    return results

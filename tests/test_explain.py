@@ -1,0 +1,264 @@
+"""Where the model looks: Grad-CAM, saliency, the attention recorder and
+`kerasft explain`, on the backend tox chose.
+
+The planted case: a "backbone" whose channel 0 is the image's red channel
+and channel 1 its green one, pooled to an 8x8 map, and a head whose class 0
+reads channel 0 only and class 1 channel 1 only. An image with a red square
+in one corner and a green one in the opposite corner therefore has all the
+evidence for class 0 in the red square's cells and all for class 1 in the
+green one's: Grad-CAM must put each class's heat there and nowhere else,
+whether the backbone is flat in the model or nested under the head.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+RED = (slice(0, 8), slice(0, 8))        # pixels; cells [0:2, 0:2] of 8x8
+GREEN = (slice(24, 32), slice(24, 32))  # pixels; cells [6:8, 6:8]
+
+
+def _planted(how: str):
+    import keras
+
+    inp = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(2, 1, use_bias=False, name="colour")(inp)
+    x = keras.layers.ReLU(name="evidence")(x)
+    x = keras.layers.AveragePooling2D(4, name="cells")(x)
+    head_pool = keras.layers.GlobalAveragePooling2D(name="pool")
+    head = keras.layers.Dense(2, name="head")
+    if how == "flat":
+        model = keras.Model(inp, head(head_pool(x)))
+    else:
+        backbone = keras.Model(inp, x, name="backbone")
+        if how == "sequential":
+            model = keras.Sequential(
+                [keras.Input((32, 32, 3)), backbone, head_pool, head])
+        else:  # a functional model calling the backbone as one layer
+            outer = keras.Input((32, 32, 3))
+            model = keras.Model(outer, head(head_pool(backbone(outer))))
+    kernel = np.zeros((1, 1, 3, 2), "float32")
+    kernel[0, 0, 0, 0] = kernel[0, 0, 1, 1] = 1.0
+    _layer(model, "colour").set_weights([kernel])
+    _layer(model, "head").set_weights(
+        [np.eye(2, dtype="float32"), np.zeros(2, "float32")])
+    return model
+
+
+def _layer(model, name):
+    from kerasft.explain.layers import flat_layers
+
+    return next(l for l in flat_layers(model) if l.name == name)
+
+
+def _images():
+    x = np.zeros((2, 32, 32, 3), "float32")
+    x[(slice(None), *RED, 0)] = 1.0
+    x[(slice(None), *GREEN, 1)] = 1.0
+    return x
+
+
+@pytest.mark.parametrize("how", ["flat", "sequential", "functional"])
+def test_grad_cam_highlights_the_planted_region(how):
+    from kerasft.explain import default_layer, grad_cam, saliency
+
+    model = _planted(how)
+    assert default_layer(model).name == "cells"  # the last map >= 4x4
+    result = grad_cam(model, _images(), [0, 1])
+    assert result.layer == "cells" and result.maps.shape == (2, 8, 8)
+    red, green = result.maps
+    # class 0: all its evidence in the red square's 2x2 cells, none elsewhere
+    assert red[0:2, 0:2].min() > 0
+    assert red.sum() == pytest.approx(red[0:2, 0:2].sum(), rel=1e-6)
+    assert green[6:8, 6:8].min() > 0
+    assert green.sum() == pytest.approx(green[6:8, 6:8].sum(), rel=1e-6)
+    # saliency: only the pixels that carry the class's colour matter
+    sal = saliency(model, _images(), [0, 1])
+    assert sal.shape == (2, 32, 32)
+    assert sal[0][RED].min() > 0 and sal[0].sum() == pytest.approx(
+        sal[0][RED].sum(), rel=1e-6)
+    assert sal[1][GREEN].min() > 0 and sal[1].sum() == pytest.approx(
+        sal[1][GREEN].sum(), rel=1e-6)
+    # and the model is left as it was: no layer keeps the interception
+    assert all("call" not in vars(l) for l in model.layers)
+
+
+def test_smoothgrad_is_seeded_and_stays_on_the_evidence():
+    from kerasft.explain import saliency
+
+    model = _planted("sequential")
+    a = saliency(model, _images()[:1], 0, smooth=20, seed=3)
+    b = saliency(model, _images()[:1], 0, smooth=20, seed=3)
+    np.testing.assert_array_equal(a, b)
+    c = saliency(model, _images()[:1], 0, smooth=20, seed=4)
+    assert not np.array_equal(a, c)
+    # noise opens the ReLU elsewhere too, but on average the red square's
+    # pixels (where the red channel is always on) dominate
+    outside = np.ones((32, 32), bool)
+    outside[RED] = False
+    assert a[0][RED].mean() > 1.5 * a[0][outside].mean()
+
+
+def test_a_nested_resnet_gives_the_flat_models_maps():
+    """The "Graph disconnected" case: a keras.applications backbone nested
+    under a new head gives the same maps as the same layers laid flat."""
+    import keras
+
+    from kerasft.explain import default_layer, grad_cam
+
+    resnet = keras.applications.ResNet50(
+        weights=None, include_top=False, input_shape=(32, 32, 3))
+    pool = keras.layers.GlobalAveragePooling2D()
+    head = keras.layers.Dense(3)
+    flat = keras.Model(resnet.input, head(pool(resnet.output)))
+    nested = keras.Sequential([keras.Input((32, 32, 3)), resnet, pool, head])
+    assert default_layer(flat).name == default_layer(nested).name == (
+        "conv3_block4_out")  # 4x4 at 32 px; conv5 is 1x1
+    x = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype("float32")
+    a = grad_cam(flat, x, [0, 2])
+    b = grad_cam(nested, x, [0, 2])
+    assert a.maps.shape == (2, 4, 4) and a.maps.max() > 0
+    np.testing.assert_allclose(b.maps, a.maps, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(b.input_grad, a.input_grad, rtol=1e-5,
+                               atol=1e-9)
+
+
+def test_layers_by_name_and_the_errors():
+    import keras
+
+    from kerasft.errors import ConfigError
+    from kerasft.explain import default_layer, find_layer, grad_cam
+
+    model = _planted("sequential")
+    assert find_layer(model, "evidence").name == "evidence"
+    m = grad_cam(model, _images(), [0, 1], layer="evidence").maps
+    assert m.shape == (2, 32, 32)
+    with pytest.raises(ConfigError, match="no layer named 'nope'"):
+        find_layer(model, "nope")
+    with pytest.raises(ConfigError, match="height, width"):
+        find_layer(model, "pool")
+    dense = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    with pytest.raises(ConfigError, match="no layer with"):
+        default_layer(dense)
+    # ResNet50 at 224 px: the last stage, 7x7, as in the Grad-CAM paper
+    big = keras.applications.ResNet50(weights=None, include_top=False,
+                                      input_shape=(224, 224, 3))
+    assert default_layer(big).name == "conv5_block3_out"
+
+
+def test_attention_recorder_in_a_users_own_fit(tmp_path):
+    """A plain Keras callback: epoch 0 and the last epoch, every call."""
+    import keras
+
+    from kerasft.explain import grad_cam
+    from kerasft.record import AttentionRecorder
+
+    model = _planted("functional")
+    x = _images()
+    images = (x * 255).astype("uint8")
+    start = grad_cam(model, x, [0, 1]).maps
+    model.compile(optimizer=keras.optimizers.SGD(0.1),
+                  loss=keras.losses.SparseCategoricalCrossentropy(
+                      from_logits=True))
+    rec = AttentionRecorder(tmp_path / "record", x, [0, 1], images)
+    model.fit(x, np.array([0, 1]), epochs=3, verbose=0, callbacks=[rec])
+    kind = tmp_path / "record" / "attention"
+    assert sorted(p.name for p in kind.iterdir()) == [
+        "epoch-0000.npz", "epoch-0003.npz"]
+    with np.load(kind / "epoch-0000.npz") as first:
+        np.testing.assert_allclose(first["cam"], start, rtol=1e-6)
+        assert str(first["layer"]) == "cells"
+        assert first["image"].dtype == np.uint8
+        assert first["saliency"].shape == (2, 32, 32)
+    # a second fit (Keras numbers its epochs from 0 again): epoch 0 is not
+    # recorded twice, the second fit's last epoch is
+    model.fit(x, np.array([0, 1]), epochs=1, verbose=0, callbacks=[rec])
+    assert sorted(p.name for p in kind.iterdir()) == [
+        "epoch-0000.npz", "epoch-0001.npz", "epoch-0003.npz"]
+    with np.load(kind / "epoch-0000.npz") as first:
+        np.testing.assert_allclose(first["cam"], start, rtol=1e-6)
+
+
+def test_recorded_run_has_attention_maps_and_the_report_shows_them(
+        recorded_run):
+    import json
+
+    from kerasft import load_run
+
+    run = load_run(recorded_run)
+    kind = run.records["attention"]
+    assert kind.epochs == [0, 2]  # the start and the last epoch only
+    first, last = kind[0], kind[2]
+    assert str(first["layer"]) == "conv3_block4_out"
+    assert first["cam"].shape == (4, 4, 4)
+    assert first["image"].shape == (4, 32, 32, 3)
+    probe = json.loads((recorded_run / "record" / "probe.json").read_text())
+    np.testing.assert_array_equal(first["labels"], probe["labels"][:4])
+    assert np.isfinite(last["cam"]).all() and last["cam"].max() > 0
+    page = (recorded_run / "report" / "index.html").read_text()
+    assert "conv3_block4_out" in page and "src='attention.png'" in page
+
+
+@pytest.fixture(scope="module")
+def user_images(tmp_path_factory):
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    d = tmp_path_factory.mktemp("images")
+    digits = load_digits()
+    three = (255 - digits.images[3] * 16).clip(0, 255).astype("uint8")
+    Image.fromarray(three).resize((100, 80)).save(d / "three.png")
+    Image.fromarray(np.stack([three] * 3, -1)).resize((50, 50)).save(
+        d / "three.jpg", quality=90)
+    (d / "notes.png").write_text("not an image\n")
+    return d
+
+
+def test_explain_a_png_and_a_jpeg(cli, recorded_run, user_images, tmp_path):
+    from PIL import Image
+
+    out = tmp_path / "explained"
+    r = cli(["explain", recorded_run, user_images / "three.png",
+             user_images / "three.jpg", "--out", out, "--class", "3"])
+    assert r.code == 0, r
+    assert sorted(p.name for p in out.iterdir()) == [
+        "three-2.npz", "three-2.png", "three.npz", "three.png"]
+    for stem in ("three", "three-2"):
+        with Image.open(out / f"{stem}.png") as img:
+            assert img.size[0] >= 800
+            assert np.asarray(img.convert("L")).std() > 5
+        with np.load(out / f"{stem}.npz") as a:
+            assert a["image"].shape == (32, 32, 3)  # resized as in training
+            assert a["cam"].shape == (4, 4) and np.isfinite(a["cam"]).all()
+            assert a["saliency"].shape == (32, 32)
+            assert int(a["explained"]) == 3
+            assert a["probabilities"].sum() == pytest.approx(1, abs=1e-5)
+    assert "maps for 3 at conv3_block4_out" in r.out
+    assert r.out.count("predicted") == 2
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["{images}/notes.png"], "is not an image"),
+    (["{images}/missing.jpg"], "no such file"),
+    (["{images}/three.png", "--class", "cat"], "--class: expected one of"),
+    (["{images}/three.png", "--layer", "nope"], "no layer named 'nope'"),
+])
+def test_explain_fails_clearly(cli, recorded_run, user_images, tmp_path,
+                               argv, message):
+    out = tmp_path / "explained"
+    r = cli(["explain", recorded_run,
+             *[a.format(images=user_images) for a in argv], "--out", out])
+    assert r.code == 2, r
+    lines = r.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), r.err
+    assert message in lines[0] and "Traceback" not in r.err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_a_mistyped_attention_layer_fails_before_the_run(cli, tmp_path):
+    r = cli(["train", "-c", "quickstart",
+             "--set", "record.attention_layer=conv9_out", "--out", tmp_path])
+    assert r.code == 2, r
+    assert "no layer named 'conv9_out'" in r.err
+    assert not any(tmp_path.iterdir())
