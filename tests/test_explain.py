@@ -243,12 +243,15 @@ def test_explain_a_png_and_a_jpeg(cli, recorded_run, user_images, tmp_path):
     (["{images}/missing.jpg"], "no such file"),
     (["{images}/three.png", "--class", "cat"], "--class: expected one of"),
     (["{images}/three.png", "--layer", "nope"], "no layer named 'nope'"),
+    (["{images}/three.png", "--out", "{images}/three.jpg"], "which is a file"),
 ])
 def test_explain_fails_clearly(cli, recorded_run, user_images, tmp_path,
                                argv, message):
     out = tmp_path / "explained"
-    r = cli(["explain", recorded_run,
-             *[a.format(images=user_images) for a in argv], "--out", out])
+    argv = [a.format(images=user_images) for a in argv]
+    if "--out" not in argv:
+        argv += ["--out", out]
+    r = cli(["explain", recorded_run, *argv])
     assert r.code == 2, r
     lines = r.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: "), r.err

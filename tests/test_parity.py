@@ -95,6 +95,8 @@ def test_every_tolerance_holds(runs, other):
     assert "epoch-0 Grad-CAM max diff / map max" in names
     assert "epoch-0 Grad-CAM 1 - correlation" in names
     assert "epoch-0 saliency max diff / map max" in names
+    for c in checks:  # the measured values, for the log (pytest -s)
+        print(f"torch vs {other}: {c}")
     failures = [str(c) for c in checks if not c.ok]
     assert not failures, "\n".join(failures)
 

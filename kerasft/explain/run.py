@@ -144,8 +144,14 @@ def explain_images(run_dir: str | os.PathLike, images: list,
         if str(class_name) not in names:
             raise ConfigError(
                 f"--class: expected one of the run's classes "
-                f"({', '.join(names)}). Received: {class_name!r}")
+                f"({', '.join(names) or 'none recorded in data.json'}). "
+                f"Received: {class_name!r}")
         explained = names.index(str(class_name))
+    out = Path(out) if out is not None else run.path / "explain"
+    if out.exists() and not out.is_dir():
+        raise ConfigError(
+            f"--out: expected a folder for the figures. Received: "
+            f"{str(out)!r}, which is a file. Give a folder's path.")
     sources = [Path(p) for p in images]
     size = int(run.config["data"]["image_size"])
     pixels = [read_image(p, size) for p in sources]  # all, before the model
@@ -161,7 +167,9 @@ def explain_images(run_dir: str | os.PathLike, images: list,
     log.info("loading %s", model_file)
     model = keras.models.load_model(model_file, compile=False)
     target = resolve_layer(model, layer)
-    out = Path(out) if out is not None else run.path / "explain"
+    if len(names) != model.output.shape[-1]:
+        # no class names in data.json: number the classes, as the report does
+        names = [str(i) for i in range(model.output.shape[-1])]
     out.mkdir(parents=True, exist_ok=True)
     prep = preprocess_fn(run.config["model"]["arch"])
     how = ("vanilla gradient" if smooth == 0
