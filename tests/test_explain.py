@@ -138,6 +138,8 @@ def test_layers_by_name_and_the_errors():
         find_layer(model, "nope")
     with pytest.raises(ConfigError, match="height, width"):
         find_layer(model, "pool")
+    with pytest.raises(ConfigError, match="height, width"):
+        find_layer(model, model.layers[0].layers[0].name)  # the input
     dense = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     with pytest.raises(ConfigError, match="no layer with"):
         default_layer(dense)

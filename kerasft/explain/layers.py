@@ -40,6 +40,10 @@ def output_shape(layer: Any) -> tuple | None:
 
 
 def _is_map(layer: Any) -> bool:
+    # An input layer does not run when the model is called (its output is
+    # the input: saliency is that gradient).
+    if type(layer).__name__ == "InputLayer":
+        return False
     shape = output_shape(layer)
     return shape is not None and len(shape) == 4
 
