@@ -56,6 +56,12 @@ def read_image(path: str | os.PathLike, size: int) -> np.ndarray:
     from kerasft.data.images import resize_uint8, rgb_image
 
     p = Path(path)
+    if p.is_dir():
+        raise DataError(
+            f"kerasft explain: expected an image file. Received: {str(path)!r} "
+            "(a folder). Give the paths of the images in it, e.g. "
+            f"{str(p / '*.jpg')!r}."
+        )
     if not p.is_file():
         raise DataError(
             f"kerasft explain: expected an image file. Received: {str(path)!r} "
@@ -65,29 +71,71 @@ def read_image(path: str | os.PathLike, size: int) -> np.ndarray:
         with Image.open(p) as img:
             img.load()
             rgb = np.asarray(rgb_image(img, str(p)))
+    except DataError:
+        raise
     except UnidentifiedImageError:
         raise DataError(
             f"kerasft explain: {str(path)!r} is not an image (Pillow cannot "
             "identify its format). Give a PNG or JPEG image."
         ) from None
-    except (OSError, ValueError) as e:
+    except Image.DecompressionBombError as e:
         raise DataError(
-            f"kerasft explain: {str(path)!r} cannot be decoded ({e}); the "
-            "file is damaged or truncated. Give an intact PNG or JPEG image."
+            f"kerasft explain: {str(path)!r} is too large to decode safely "
+            f"({e}). Downscale it first; it is resized to the run's image "
+            "size anyway."
+        ) from None
+    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError...
+        raise DataError(
+            f"kerasft explain: {str(path)!r} cannot be decoded "
+            f"({type(e).__name__}: {e}); the file is damaged or truncated. "
+            "Give an intact PNG or JPEG image."
         ) from None
     return resize_uint8(rgb[None], size)[0]
 
 
 def _figure_paths(sources: list[Path], out: Path) -> list[Path]:
     """``<stem>.png`` per image (its ``.npz`` beside it); repeated stems
-    get ``-2``, ``-3``..."""
-    taken: dict[str, int] = {}
+    get ``-2``, ``-3``... (never a name another image already got, even
+    one called ``<stem>-2``; compared case-blind, for case-blind disks).
+
+    Raises:
+        ConfigError: a figure or its ``.npz`` would overwrite one of the
+            images (``--out`` is the images' own folder).
+    """
+    inputs = {s.resolve() for s in sources}
+    taken: set[str] = set()
     paths = []
     for s in sources:
-        n = taken.get(s.stem, 0) + 1
-        taken[s.stem] = n
-        paths.append(out / (f"{s.stem}.png" if n == 1 else f"{s.stem}-{n}.png"))
+        n = 1
+        while (name := s.stem if n == 1 else f"{s.stem}-{n}").casefold() \
+                in taken:
+            n += 1
+        taken.add(name.casefold())
+        figure = out / f"{name}.png"
+        for path in (figure, figure.with_suffix(".npz")):
+            if path.resolve() in inputs:
+                raise ConfigError(
+                    f"--out: the figures would overwrite an image given. "
+                    f"Received: --out {str(out)!r}, where {path.name} is "
+                    "both an input and an output. Give another folder.")
+        paths.append(figure)
     return paths
+
+
+def _check_out(out: Path) -> None:
+    """`out` is, or can become, a folder (checked before the model loads)."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(
+            f"--out: expected a folder for the figures. Received: "
+            f"{str(out)!r}, which is a file. Give a folder's path.")
+    parent = out.absolute()
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(
+            f"--out: expected a folder for the figures. Received: "
+            f"{str(out)!r}, under {str(parent)!r}, which is a file, not a "
+            "folder. Give a folder's path.")
 
 
 def explain_images(run_dir: str | os.PathLike, images: list,
@@ -148,11 +196,9 @@ def explain_images(run_dir: str | os.PathLike, images: list,
                 f"Received: {class_name!r}")
         explained = names.index(str(class_name))
     out = Path(out) if out is not None else run.path / "explain"
-    if out.exists() and not out.is_dir():
-        raise ConfigError(
-            f"--out: expected a folder for the figures. Received: "
-            f"{str(out)!r}, which is a file. Give a folder's path.")
+    _check_out(out)
     sources = [Path(p) for p in images]
+    figures = _figure_paths(sources, out)
     size = int(run.config["data"]["image_size"])
     pixels = [read_image(p, size) for p in sources]  # all, before the model
 
@@ -170,13 +216,17 @@ def explain_images(run_dir: str | os.PathLike, images: list,
     if len(names) != model.output.shape[-1]:
         # no class names in data.json: number the classes, as the report does
         names = [str(i) for i in range(model.output.shape[-1])]
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(
+            f"--out: cannot make the folder {str(out)!r} ({e.strerror}). "
+            "Give a folder you can write to.") from None
     prep = preprocess_fn(run.config["model"]["arch"])
     how = ("vanilla gradient" if smooth == 0
            else f"SmoothGrad, {smooth} samples")
     results = []
-    for source, image, figure in zip(sources, pixels,
-                                     _figure_paths(sources, out)):
+    for source, image, figure in zip(sources, pixels, figures):
         x = prep(image[None].astype(np.float32))
         logits = np.asarray(keras.ops.convert_to_numpy(
             model(x, training=False)), np.float32)
