@@ -169,6 +169,12 @@ def test_layers_by_name_and_the_errors():
     assert m.shape == (2, 32, 32)
     with pytest.raises(ConfigError, match="no layer named 'nope'"):
         find_layer(model, "nope")
+    # the nested backbone by its own name: its output, the same maps as
+    # the backbone's last layer
+    assert find_layer(model, "backbone") is model.layers[0]
+    np.testing.assert_allclose(
+        grad_cam(model, _images(), [0, 1], layer="backbone").maps,
+        grad_cam(model, _images(), [0, 1], layer="cells").maps, rtol=1e-6)
     with pytest.raises(ConfigError, match="height, width"):
         find_layer(model, "pool")
     with pytest.raises(ConfigError, match="height, width"):
@@ -279,6 +285,19 @@ def test_read_image_names_every_file_it_cannot_read(tmp_path):
         with pytest.raises(DataError, match=message) as e:
             read_image(tmp_path / name, 32)
         assert name in str(e.value) and "\n" not in str(e.value)
+
+
+def test_class_by_name_or_by_number_when_the_run_has_no_names():
+    from kerasft.errors import ConfigError
+    from kerasft.explain.run import _class_index
+
+    assert _class_index("cat", ["dog", "cat"]) == 1
+    assert _class_index("3", []) == 3  # classes numbered, as in the figure
+    with pytest.raises(ConfigError, match="one of the run's classes "
+                       r"\(dog, cat\). Received: '1'"):
+        _class_index("1", ["dog", "cat"])
+    with pytest.raises(ConfigError, match="give a class index"):
+        _class_index("cat", [])
 
 
 def test_figure_names_never_collide_nor_overwrite_an_image(tmp_path):

@@ -122,6 +122,20 @@ def _figure_paths(sources: list[Path], out: Path) -> list[Path]:
     return paths
 
 
+def _class_index(name: str, names: list[str]) -> int:
+    """`--class` as an index: one of `names`, or, for a run that records no
+    class names (its classes are numbered), a number (checked against the
+    model's outputs once it is loaded)."""
+    if name in names:
+        return names.index(name)
+    if not names and name.isdigit():
+        return int(name)
+    raise ConfigError(
+        f"--class: expected one of the run's classes "
+        f"({', '.join(names) or 'none recorded in data.json: give a class index'}). "
+        f"Received: {name!r}")
+
+
 def _check_out(out: Path) -> None:
     """`out` is, or can become, a folder (checked before the model loads)."""
     if out.exists() and not out.is_dir():
@@ -187,14 +201,8 @@ def explain_images(run_dir: str | os.PathLike, images: list,
     if not images:
         raise ConfigError("kerasft explain: expected at least one IMAGE")
     names = [str(n) for n in (run.data or {}).get("class_names") or []]
-    explained = None
-    if class_name is not None:
-        if str(class_name) not in names:
-            raise ConfigError(
-                f"--class: expected one of the run's classes "
-                f"({', '.join(names) or 'none recorded in data.json'}). "
-                f"Received: {class_name!r}")
-        explained = names.index(str(class_name))
+    explained = (None if class_name is None
+                 else _class_index(str(class_name), names))
     out = Path(out) if out is not None else run.path / "explain"
     _check_out(out)
     sources = [Path(p) for p in images]
@@ -216,6 +224,11 @@ def explain_images(run_dir: str | os.PathLike, images: list,
     if len(names) != model.output.shape[-1]:
         # no class names in data.json: number the classes, as the report does
         names = [str(i) for i in range(model.output.shape[-1])]
+        if explained is not None and explained >= len(names):
+            raise ConfigError(
+                f"--class: expected a class index below {len(names)} (the "
+                f"run records no class names; its model has {len(names)} "
+                f"outputs). Received: {class_name!r}")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
