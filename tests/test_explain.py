@@ -353,6 +353,7 @@ def test_explain_a_png_and_a_jpeg(cli, recorded_run, user_images, tmp_path):
             assert a["probabilities"].sum() == pytest.approx(1, abs=1e-5)
     assert "maps for 3 at conv3_block4_out" in r.out
     assert r.out.count("predicted") == 2
+    assert r.out.startswith("kerasft: explaining 2 image(s)")
 
 
 @pytest.mark.parametrize("argv, message", [

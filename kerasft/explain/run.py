@@ -7,6 +7,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -155,7 +156,9 @@ def _check_out(out: Path) -> None:
 def explain_images(run_dir: str | os.PathLike, images: list,
                    out: str | os.PathLike | None = None,
                    class_name: str | None = None, layer: str | None = None,
-                   smooth: int = 0) -> list[Explanation]:
+                   smooth: int = 0,
+                   on_result: Callable[[Explanation], None] | None = None,
+                   ) -> list[Explanation]:
     """Explains a finished run's final model on image files.
 
     Every image and option is checked before the model is loaded. For each
@@ -173,6 +176,9 @@ def explain_images(run_dir: str | os.PathLike, images: list,
             (`kerasft.explain.default_layer`).
         smooth: SmoothGrad samples for the saliency map, 0 for the vanilla
             gradient. Defaults to `0`.
+        on_result: called with each image's `Explanation` as soon as its
+            figure is written (progress, for many images or a slow
+            backend). Defaults to `None`.
 
     Returns:
         One `Explanation` per image, in order.
@@ -264,5 +270,7 @@ def explain_images(run_dir: str | os.PathLike, images: list,
         results.append(Explanation(
             source, figure, arrays, names[cls], names[predicted], probs,
             target.name, cam.maps[0], sal[0]))
+        if on_result is not None:
+            on_result(results[-1])
         log.info("explained %s -> %s", source, figure)
     return results
