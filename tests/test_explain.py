@@ -296,7 +296,7 @@ def test_class_by_name_or_by_number_when_the_run_has_no_names():
     with pytest.raises(ConfigError, match="one of the run's classes "
                        r"\(dog, cat\). Received: '1'"):
         _class_index("1", ["dog", "cat"])
-    with pytest.raises(ConfigError, match="give a class index"):
+    with pytest.raises(ConfigError, match="give a number"):
         _class_index("cat", [])
 
 

@@ -131,9 +131,9 @@ def _class_index(name: str, names: list[str]) -> int:
         return names.index(name)
     if not names and name.isdigit():
         return int(name)
+    known = ", ".join(names) or "none recorded in data.json: give a number"
     raise ConfigError(
-        f"--class: expected one of the run's classes "
-        f"({', '.join(names) or 'none recorded in data.json: give a class index'}). "
+        f"--class: expected one of the run's classes ({known}). "
         f"Received: {name!r}")
 
 
