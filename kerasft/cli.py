@@ -343,12 +343,17 @@ def _explain(args: argparse.Namespace) -> int:
     _check_backend_installed()
     from kerasft.explain import explain_images
 
-    results = explain_images(args.run_dir, args.images, args.out,
-                             args.class_name, args.layer, args.smoothgrad)
-    for r in results:
+    def show(r) -> None:
+        # Printed as each figure is written: many images, SmoothGrad or
+        # JAX's first compilation take a while.
         top = r.probabilities.max()
         print(f"kerasft: {r.source}: predicted {r.predicted} ({top:.1%}); "
-              f"maps for {r.explained} at {r.layer}: {r.figure}")
+              f"maps for {r.explained} at {r.layer}: {r.figure}", flush=True)
+
+    print(f"kerasft: explaining {len(args.images)} image(s) with the final "
+          f"model of {args.run_dir}", flush=True)
+    explain_images(args.run_dir, args.images, args.out, args.class_name,
+                   args.layer, args.smoothgrad, on_result=show)
     return 0
 
 

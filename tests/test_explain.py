@@ -124,6 +124,39 @@ def test_a_nested_resnet_gives_the_flat_models_maps():
                                atol=1e-9)
 
 
+def test_a_class_index_out_of_range_is_an_error_on_every_backend():
+    """TensorFlow's and JAX's one_hot give an all-zero row for it: the
+    map would be silently blank instead."""
+    from kerasft.explain import grad_cam, saliency
+
+    model = _planted("flat")
+    with pytest.raises(ValueError, match=r"in \[0, 2\).*\[0, 2\]"):
+        grad_cam(model, _images(), [0, 2])
+    with pytest.raises(ValueError, match="class indices"):
+        saliency(model, _images(), [-1, 0])
+    assert all("call" not in vars(l) for l in model.layers)
+
+
+def test_a_mixed_bfloat16_model_whose_logits_are_bfloat16():
+    import keras
+
+    from kerasft.explain import grad_cam, saliency
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        model = _planted("sequential")
+    finally:
+        keras.config.set_dtype_policy(previous)
+    logits = model(_images(), training=False)
+    assert keras.backend.standardize_dtype(logits.dtype) == "bfloat16"
+    red = grad_cam(model, _images(), [0, 1]).maps[0]
+    assert red[0:2, 0:2].min() > 0
+    assert red.sum() == pytest.approx(red[0:2, 0:2].sum(), rel=1e-3)
+    sal = saliency(model, _images(), [0, 1])  # the input gradient only
+    assert sal.dtype == np.float32 and sal[0][RED].min() > 0
+
+
 def test_layers_by_name_and_the_errors():
     import keras
 
@@ -136,6 +169,12 @@ def test_layers_by_name_and_the_errors():
     assert m.shape == (2, 32, 32)
     with pytest.raises(ConfigError, match="no layer named 'nope'"):
         find_layer(model, "nope")
+    # the nested backbone by its own name: its output, the same maps as
+    # the backbone's last layer
+    assert find_layer(model, "backbone") is model.layers[0]
+    np.testing.assert_allclose(
+        grad_cam(model, _images(), [0, 1], layer="backbone").maps,
+        grad_cam(model, _images(), [0, 1], layer="cells").maps, rtol=1e-6)
     with pytest.raises(ConfigError, match="height, width"):
         find_layer(model, "pool")
     with pytest.raises(ConfigError, match="height, width"):
@@ -202,6 +241,80 @@ def test_recorded_run_has_attention_maps_and_the_report_shows_them(
     assert "conv3_block4_out" in page and "src='attention.png'" in page
 
 
+def _png_with_broken_chunks(path):
+    """A PNG whose IDAT length is wrong: Pillow opens it, then raises
+    SyntaxError ("broken PNG file") while decoding."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(
+        0, 256, (40, 40, 3), dtype=np.uint8)).save(buf, "PNG")
+    data = bytearray(buf.getvalue())
+    assert data[37:41] == b"IDAT"
+    data[33:37] = (100).to_bytes(4, "big")
+    path.write_bytes(bytes(data))
+
+
+def _png_claiming_20000_squared_pixels(path):
+    """Only a header: Pillow refuses to open it (decompression bomb)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\0" * 10)) + chunk(b"IEND", b""))
+
+
+def test_read_image_names_every_file_it_cannot_read(tmp_path):
+    from kerasft.errors import DataError
+    from kerasft.explain.run import read_image
+
+    _png_with_broken_chunks(tmp_path / "broken.png")
+    _png_claiming_20000_squared_pixels(tmp_path / "bomb.png")
+    (tmp_path / "folder.png").mkdir()
+    for name, message in [("broken.png", "SyntaxError"),
+                          ("bomb.png", "too large to decode"),
+                          ("folder.png", "(a folder)")]:
+        with pytest.raises(DataError, match=message) as e:
+            read_image(tmp_path / name, 32)
+        assert name in str(e.value) and "\n" not in str(e.value)
+
+
+def test_class_by_name_or_by_number_when_the_run_has_no_names():
+    from kerasft.errors import ConfigError
+    from kerasft.explain.run import _class_index
+
+    assert _class_index("cat", ["dog", "cat"]) == 1
+    assert _class_index("3", []) == 3  # classes numbered, as in the figure
+    with pytest.raises(ConfigError, match="one of the run's classes "
+                       r"\(dog, cat\). Received: '1'"):
+        _class_index("1", ["dog", "cat"])
+    with pytest.raises(ConfigError, match="give a number"):
+        _class_index("cat", [])
+
+
+def test_figure_names_never_collide_nor_overwrite_an_image(tmp_path):
+    from kerasft.errors import ConfigError
+    from kerasft.explain.run import _figure_paths
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    names = [p.name for p in _figure_paths(
+        [a / "cat.png", a / "cat-2.png", b / "cat.jpg", b / "Cat.jpg"],
+        tmp_path / "out")]
+    assert names == ["cat.png", "cat-2.png", "cat-3.png", "Cat-4.png"]
+    # --out the images' own folder: cat.png's figure would be cat.png
+    with pytest.raises(ConfigError, match="overwrite an image"):
+        _figure_paths([a / "cat.png"], a)
+    assert [p.name for p in _figure_paths([a / "cat.jpg"], a)] == ["cat.png"]
+
+
 @pytest.fixture(scope="module")
 def user_images(tmp_path_factory):
     from PIL import Image
@@ -214,6 +327,8 @@ def user_images(tmp_path_factory):
     Image.fromarray(np.stack([three] * 3, -1)).resize((50, 50)).save(
         d / "three.jpg", quality=90)
     (d / "notes.png").write_text("not an image\n")
+    _png_with_broken_chunks(d / "broken.png")
+    _png_claiming_20000_squared_pixels(d / "bomb.png")
     return d
 
 
@@ -238,6 +353,7 @@ def test_explain_a_png_and_a_jpeg(cli, recorded_run, user_images, tmp_path):
             assert a["probabilities"].sum() == pytest.approx(1, abs=1e-5)
     assert "maps for 3 at conv3_block4_out" in r.out
     assert r.out.count("predicted") == 2
+    assert r.out.startswith("kerasft: explaining 2 image(s)")
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -246,6 +362,12 @@ def test_explain_a_png_and_a_jpeg(cli, recorded_run, user_images, tmp_path):
     (["{images}/three.png", "--class", "cat"], "--class: expected one of"),
     (["{images}/three.png", "--layer", "nope"], "no layer named 'nope'"),
     (["{images}/three.png", "--out", "{images}/three.jpg"], "which is a file"),
+    (["{images}/broken.png"], "cannot be decoded"),
+    (["{images}/bomb.png"], "too large to decode"),
+    (["{images}"], "(a folder)"),
+    (["{images}/three.png", "--out", "{images}/three.jpg/sub"],
+     "which is a file, not a folder"),
+    (["{images}/three.png", "--out", "{images}"], "overwrite an image"),
 ])
 def test_explain_fails_clearly(cli, recorded_run, user_images, tmp_path,
                                argv, message):

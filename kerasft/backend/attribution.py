@@ -85,6 +85,14 @@ def _scores(logits: Any, classes: np.ndarray) -> Any:
     """Sum over the batch of each example's logit for its class (float32)."""
     import keras
 
+    k = logits.shape[-1]
+    # Checked here (static values, also under a JAX trace): an index out
+    # of range would make an all-zero one-hot on TensorFlow and JAX (a
+    # silently blank map) and an error on torch.
+    if classes.size and (classes.min() < 0 or classes.max() >= k):
+        raise ValueError(
+            f"class indices must be in [0, {k}) for a model with {k} "
+            f"outputs. Received: classes={classes.tolist()}")
     logits = keras.ops.cast(logits, "float32")
     onehot = keras.ops.one_hot(
         keras.ops.convert_to_tensor(classes.astype("int32")),
@@ -182,6 +190,12 @@ def _tensorflow(model, x, classes, layer):
             tf.cast(dact, tf.float32).numpy(), dx.numpy())
 
 
+def _torch_host(t):
+    # float32 first: numpy has no bfloat16 (a mixed_bfloat16 model's
+    # logits and activations), and torch's .numpy() refuses it.
+    return t.detach().float().cpu().numpy()
+
+
 def _torch(model, x, classes, layer):
     import keras
     import torch
@@ -196,15 +210,11 @@ def _torch(model, x, classes, layer):
         score = _scores(logits, classes)
         if layer is None:
             (dx,) = torch.autograd.grad(score, [xt])
-            return (logits.detach().cpu().numpy(), None, None,
-                    dx.cpu().numpy())
+            return _torch_host(logits), None, None, _torch_host(dx)
         act = _one(captured, layer)
         dact, dx = torch.autograd.grad(score, [act, xt])
-
-    def host(t):
-        return t.detach().float().cpu().numpy()
-
-    return host(logits), host(act), host(dact), host(dx)
+    return (_torch_host(logits), _torch_host(act), _torch_host(dact),
+            _torch_host(dx))
 
 
 def _jax(model, x, classes, layer):

@@ -30,6 +30,16 @@ def flat_layers(model: Any) -> list:
     return out
 
 
+def _named_layers(model: Any):
+    """Every layer of `model`, nested models included (each before its own
+    layers), so a nested backbone can be named as a whole."""
+    for layer in model.layers:
+        yield layer
+        inner = getattr(layer, "layers", None)
+        if inner and hasattr(layer, "inputs"):
+            yield from _named_layers(layer)
+
+
 def output_shape(layer: Any) -> tuple | None:
     """The layer's symbolic output shape (batch dim included), or None."""
     try:
@@ -60,13 +70,14 @@ def _is_stage_output(layer: Any) -> bool:
 
 
 def find_layer(model: Any, name: str) -> Any:
-    """The layer called `name` in `model` or a model nested in it.
+    """The layer called `name` in `model` or a model nested in it (or the
+    nested model itself: a backbone's output as a whole).
 
     Raises:
         ConfigError: no such layer, or its output is not an image-shaped map.
     """
     layers = flat_layers(model)
-    for layer in layers:
+    for layer in _named_layers(model):
         if layer.name == name:
             if not _is_map(layer):
                 raise ConfigError(

@@ -7,6 +7,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -56,6 +57,12 @@ def read_image(path: str | os.PathLike, size: int) -> np.ndarray:
     from kerasft.data.images import resize_uint8, rgb_image
 
     p = Path(path)
+    if p.is_dir():
+        raise DataError(
+            f"kerasft explain: expected an image file. Received: {str(path)!r} "
+            "(a folder). Give the paths of the images in it, e.g. "
+            f"{str(p / '*.jpg')!r}."
+        )
     if not p.is_file():
         raise DataError(
             f"kerasft explain: expected an image file. Received: {str(path)!r} "
@@ -65,35 +72,93 @@ def read_image(path: str | os.PathLike, size: int) -> np.ndarray:
         with Image.open(p) as img:
             img.load()
             rgb = np.asarray(rgb_image(img, str(p)))
+    except DataError:
+        raise
     except UnidentifiedImageError:
         raise DataError(
             f"kerasft explain: {str(path)!r} is not an image (Pillow cannot "
             "identify its format). Give a PNG or JPEG image."
         ) from None
-    except (OSError, ValueError) as e:
+    except Image.DecompressionBombError as e:
         raise DataError(
-            f"kerasft explain: {str(path)!r} cannot be decoded ({e}); the "
-            "file is damaged or truncated. Give an intact PNG or JPEG image."
+            f"kerasft explain: {str(path)!r} is too large to decode safely "
+            f"({e}). Downscale it first; it is resized to the run's image "
+            "size anyway."
+        ) from None
+    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError...
+        raise DataError(
+            f"kerasft explain: {str(path)!r} cannot be decoded "
+            f"({type(e).__name__}: {e}); the file is damaged or truncated. "
+            "Give an intact PNG or JPEG image."
         ) from None
     return resize_uint8(rgb[None], size)[0]
 
 
 def _figure_paths(sources: list[Path], out: Path) -> list[Path]:
     """``<stem>.png`` per image (its ``.npz`` beside it); repeated stems
-    get ``-2``, ``-3``..."""
-    taken: dict[str, int] = {}
+    get ``-2``, ``-3``... (never a name another image already got, even
+    one called ``<stem>-2``; compared case-blind, for case-blind disks).
+
+    Raises:
+        ConfigError: a figure or its ``.npz`` would overwrite one of the
+            images (``--out`` is the images' own folder).
+    """
+    inputs = {s.resolve() for s in sources}
+    taken: set[str] = set()
     paths = []
     for s in sources:
-        n = taken.get(s.stem, 0) + 1
-        taken[s.stem] = n
-        paths.append(out / (f"{s.stem}.png" if n == 1 else f"{s.stem}-{n}.png"))
+        n = 1
+        while (name := s.stem if n == 1 else f"{s.stem}-{n}").casefold() \
+                in taken:
+            n += 1
+        taken.add(name.casefold())
+        figure = out / f"{name}.png"
+        for path in (figure, figure.with_suffix(".npz")):
+            if path.resolve() in inputs:
+                raise ConfigError(
+                    f"--out: the figures would overwrite an image given. "
+                    f"Received: --out {str(out)!r}, where {path.name} is "
+                    "both an input and an output. Give another folder.")
+        paths.append(figure)
     return paths
+
+
+def _class_index(name: str, names: list[str]) -> int:
+    """`--class` as an index: one of `names`, or, for a run that records no
+    class names (its classes are numbered), a number (checked against the
+    model's outputs once it is loaded)."""
+    if name in names:
+        return names.index(name)
+    if not names and name.isdigit():
+        return int(name)
+    known = ", ".join(names) or "none recorded in data.json: give a number"
+    raise ConfigError(
+        f"--class: expected one of the run's classes ({known}). "
+        f"Received: {name!r}")
+
+
+def _check_out(out: Path) -> None:
+    """`out` is, or can become, a folder (checked before the model loads)."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(
+            f"--out: expected a folder for the figures. Received: "
+            f"{str(out)!r}, which is a file. Give a folder's path.")
+    parent = out.absolute()
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(
+            f"--out: expected a folder for the figures. Received: "
+            f"{str(out)!r}, under {str(parent)!r}, which is a file, not a "
+            "folder. Give a folder's path.")
 
 
 def explain_images(run_dir: str | os.PathLike, images: list,
                    out: str | os.PathLike | None = None,
                    class_name: str | None = None, layer: str | None = None,
-                   smooth: int = 0) -> list[Explanation]:
+                   smooth: int = 0,
+                   on_result: Callable[[Explanation], None] | None = None,
+                   ) -> list[Explanation]:
     """Explains a finished run's final model on image files.
 
     Every image and option is checked before the model is loaded. For each
@@ -111,6 +176,9 @@ def explain_images(run_dir: str | os.PathLike, images: list,
             (`kerasft.explain.default_layer`).
         smooth: SmoothGrad samples for the saliency map, 0 for the vanilla
             gradient. Defaults to `0`.
+        on_result: called with each image's `Explanation` as soon as its
+            figure is written (progress, for many images or a slow
+            backend). Defaults to `None`.
 
     Returns:
         One `Explanation` per image, in order.
@@ -139,20 +207,12 @@ def explain_images(run_dir: str | os.PathLike, images: list,
     if not images:
         raise ConfigError("kerasft explain: expected at least one IMAGE")
     names = [str(n) for n in (run.data or {}).get("class_names") or []]
-    explained = None
-    if class_name is not None:
-        if str(class_name) not in names:
-            raise ConfigError(
-                f"--class: expected one of the run's classes "
-                f"({', '.join(names) or 'none recorded in data.json'}). "
-                f"Received: {class_name!r}")
-        explained = names.index(str(class_name))
+    explained = (None if class_name is None
+                 else _class_index(str(class_name), names))
     out = Path(out) if out is not None else run.path / "explain"
-    if out.exists() and not out.is_dir():
-        raise ConfigError(
-            f"--out: expected a folder for the figures. Received: "
-            f"{str(out)!r}, which is a file. Give a folder's path.")
+    _check_out(out)
     sources = [Path(p) for p in images]
+    figures = _figure_paths(sources, out)
     size = int(run.config["data"]["image_size"])
     pixels = [read_image(p, size) for p in sources]  # all, before the model
 
@@ -170,13 +230,22 @@ def explain_images(run_dir: str | os.PathLike, images: list,
     if len(names) != model.output.shape[-1]:
         # no class names in data.json: number the classes, as the report does
         names = [str(i) for i in range(model.output.shape[-1])]
-    out.mkdir(parents=True, exist_ok=True)
+        if explained is not None and explained >= len(names):
+            raise ConfigError(
+                f"--class: expected a class index below {len(names)} (the "
+                f"run records no class names; its model has {len(names)} "
+                f"outputs). Received: {class_name!r}")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(
+            f"--out: cannot make the folder {str(out)!r} ({e.strerror}). "
+            "Give a folder you can write to.") from None
     prep = preprocess_fn(run.config["model"]["arch"])
     how = ("vanilla gradient" if smooth == 0
            else f"SmoothGrad, {smooth} samples")
     results = []
-    for source, image, figure in zip(sources, pixels,
-                                     _figure_paths(sources, out)):
+    for source, image, figure in zip(sources, pixels, figures):
         x = prep(image[None].astype(np.float32))
         logits = np.asarray(keras.ops.convert_to_numpy(
             model(x, training=False)), np.float32)
@@ -201,5 +270,7 @@ def explain_images(run_dir: str | os.PathLike, images: list,
         results.append(Explanation(
             source, figure, arrays, names[cls], names[predicted], probs,
             target.name, cam.maps[0], sal[0]))
+        if on_result is not None:
+            on_result(results[-1])
         log.info("explained %s -> %s", source, figure)
     return results
