@@ -209,6 +209,8 @@ def test_attention_recorder_in_a_users_own_fit(tmp_path):
         "epoch-0000.npz", "epoch-0003.npz"]
     with np.load(kind / "epoch-0000.npz") as first:
         np.testing.assert_allclose(first["cam"], start, rtol=1e-6)
+        np.testing.assert_array_equal(first["cam"],
+                                      np.maximum(first["cam_linear"], 0))
         assert str(first["layer"]) == "cells"
         assert first["image"].dtype == np.uint8
         assert first["saliency"].shape == (2, 32, 32)
@@ -389,3 +391,33 @@ def test_a_mistyped_attention_layer_fails_before_the_run(cli, tmp_path):
     assert r.code == 2, r
     assert "no layer named 'conv9_out'" in r.err
     assert not any(tmp_path.iterdir())
+
+
+def test_cross_backend_map_checks_are_well_conditioned():
+    """The tolerance checks compare Grad-CAM before its ReLU: a map that is
+    negative almost everywhere keeps a round-off-sized positive part, and
+    two backends 1e-7 apart would look 100% apart after the ReLU."""
+    from kerasft.compare.tolerances import (
+        ATTENTION_EPOCH0_DECORRELATION,
+        PROBE_GRADIENT_EPOCH0_REL,
+        map_differences,
+    )
+
+    a = -np.ones((1, 4, 4))
+    a[0, 0, 0] = 3e-7
+    b = a.copy()
+    b[0, 0, 0] = -2e-7
+    rel, dec = map_differences(np.maximum(a, 0), np.maximum(b, 0))
+    assert rel[0] == 1.0  # after the ReLU: all of the positive part differs
+    rel, dec = map_differences(a, b)
+    assert rel[0] < PROBE_GRADIENT_EPOCH0_REL
+    assert dec[0] < ATTENTION_EPOCH0_DECORRELATION
+    # a 1x1 map has no correlation: its relative difference stands in
+    rel, dec = map_differences(np.array([[[2.0]]]), np.array([[[2.0 + 2e-3]]]))
+    assert dec[0] == rel[0] == pytest.approx(1e-3, rel=1e-3)
+    # truly different maps fail both checks
+    rng = np.random.default_rng(0)
+    rel, dec = map_differences(rng.normal(size=(1, 4, 4)),
+                               rng.normal(size=(1, 4, 4)))
+    assert rel[0] > PROBE_GRADIENT_EPOCH0_REL
+    assert dec[0] > ATTENTION_EPOCH0_DECORRELATION

@@ -19,8 +19,9 @@ tolerances, and why:
   accumulate more round-off than forward ones, one order of magnitude more
   room than activations.
 * **Epoch-0 Grad-CAM and saliency maps of the probe images** (the
-  ``attention`` records), per image: the largest difference relative to
-  the map's maximum within the probe-gradient bound (a Grad-CAM map is
+  ``attention`` records; Grad-CAM before its ReLU), per image: the largest
+  difference relative to the map's largest value within the probe-gradient
+  bound (a Grad-CAM map is
   gradients times activations, a saliency map a gradient), and
   1 - correlation <= `ATTENTION_EPOCH0_DECORRELATION` = 1e-2 in every
   tier (correlation >= 0.99: the same places are hot, whatever the
@@ -145,17 +146,20 @@ ATTENTION_EPOCH0_DECORRELATION = 1e-2
 
 def map_differences(a, b) -> tuple[np.ndarray, np.ndarray]:
     """Per map of two (N, ...) stacks: the largest |a - b| over the larger
-    of the two maps' maxima (0 for two all-zero maps), and 1 - their
-    correlation (0 for two equal constant maps, 1 for unequal ones)."""
+    of the two maps' largest |value| (0 for two all-zero maps), and
+    1 - their correlation; where a map is constant (a 1x1 map, say) the
+    correlation is undefined and the first number stands in for it.
+
+    Compare Grad-CAM maps before their ReLU (``cam_linear``): after it, a
+    map that is negative almost everywhere keeps only a round-off-sized
+    positive part, whose relative differences say nothing."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     rel, decorrelation = [], []
     for x, y in zip(a, b):
         scale = max(np.abs(x).max(), np.abs(y).max())
-        diff = np.abs(x - y).max()
-        rel.append(diff / scale if scale > 0 else 0.0)
+        rel.append(np.abs(x - y).max() / scale if scale > 0 else 0.0)
         corr = map_correlation(x, y)
-        decorrelation.append(
-            1.0 - corr if np.isfinite(corr) else float(diff > 0))
+        decorrelation.append(1.0 - corr if np.isfinite(corr) else rel[-1])
     return np.array(rel), np.array(decorrelation)
 
 
@@ -367,9 +371,10 @@ def parity_checks(a, b, histograms: bool = True) -> list[Check]:
 
 
 def _attention_checks(a, b, tier: Tier) -> list[Check]:
-    """Epoch-0 Grad-CAM and saliency maps of the probe images (see
-    `ATTENTION_EPOCH0_DECORRELATION`): per image, the largest difference
-    relative to the larger map's maximum, and 1 - correlation."""
+    """Epoch-0 Grad-CAM (before its ReLU) and saliency maps of the probe
+    images (see `ATTENTION_EPOCH0_DECORRELATION`): per image, the largest
+    difference relative to the larger map's largest value, and
+    1 - correlation (`map_differences`)."""
     ka, kb = a.records.get("attention"), b.records.get("attention")
     if ka is None or kb is None or 0 not in ka.epochs or 0 not in kb.epochs:
         return []
@@ -379,7 +384,9 @@ def _attention_checks(a, b, tier: Tier) -> list[Check]:
         return []
     names = [f"probe image {i}" for i in range(len(ra["cam"]))]
     out = []
-    for key, title in (("cam", "Grad-CAM"), ("saliency", "saliency")):
+    # before the ReLU (see map_differences); records without it: after
+    cam = "cam_linear" if "cam_linear" in ra and "cam_linear" in rb else "cam"
+    for key, title in ((cam, "Grad-CAM"), ("saliency", "saliency")):
         rel, decorrelation = map_differences(ra[key], rb[key])
         out.append(_worst(names, rel,
                           f"epoch-0 {title} max diff / map max",

@@ -25,6 +25,10 @@ class CamResult:
         maps: (N, h, w) float32, at the layer's resolution, not normalised
             (the scale is the logit's: comparable across backends and
             epochs of one model).
+        linear: (N, h, w) float32, the same maps before the ReLU
+            (``sum_k weight_k * A_k``): what cross-backend checks compare,
+            since a map that is negative almost everywhere keeps only a
+            round-off-sized positive part after the ReLU.
         layer: the layer's name.
         classes: (N,) the class each map is for.
         logits: (N, K) the model's outputs on the images.
@@ -33,6 +37,7 @@ class CamResult:
     """
 
     maps: np.ndarray
+    linear: np.ndarray
     layer: str
     classes: np.ndarray
     logits: np.ndarray
@@ -48,11 +53,12 @@ def resolve_layer(model: Any, layer: Any = None) -> Any:
     return layer
 
 
-def cam_from(activation: np.ndarray, gradient: np.ndarray) -> np.ndarray:
-    """``relu(sum_k mean_hw(dA_k) * A_k)`` per image: (N, h, w, C) -> (N, h, w)."""
+def linear_cam(activation: np.ndarray, gradient: np.ndarray) -> np.ndarray:
+    """``sum_k mean_hw(dA_k) * A_k`` per image: (N, h, w, C) -> (N, h, w);
+    Grad-CAM is its positive part."""
     weights = gradient.mean(axis=(1, 2), keepdims=True, dtype=np.float64)
-    cam = (activation.astype(np.float64) * weights).sum(axis=-1)
-    return np.maximum(cam, 0.0).astype(np.float32)
+    return (activation.astype(np.float64) * weights).sum(axis=-1).astype(
+        np.float32)
 
 
 def grad_cam(model: Any, x: np.ndarray, classes, layer: Any = None) -> CamResult:
@@ -81,8 +87,9 @@ def grad_cam(model: Any, x: np.ndarray, classes, layer: Any = None) -> CamResult
                               (x.shape[0],)).copy()
     target = resolve_layer(model, layer)
     g = class_score_gradients(model, x, classes, target)
-    return CamResult(cam_from(g.activation, g.activation_grad), target.name,
-                     classes, g.logits, g.input_grad)
+    linear = linear_cam(g.activation, g.activation_grad)
+    return CamResult(np.maximum(linear, 0.0), linear, target.name, classes,
+                     g.logits, g.input_grad)
 
 
 def map_correlation(a: np.ndarray, b: np.ndarray) -> float:

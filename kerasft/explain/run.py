@@ -24,7 +24,8 @@ class Explanation:
         source: the image file.
         figure: the PNG written.
         arrays: the ``.npz`` beside it, with the numbers drawn: ``image``
-            (uint8, as the model saw it), ``cam``, ``saliency``,
+            (uint8, as the model saw it), ``cam``, ``cam_linear`` (before
+            the ReLU), ``saliency``,
             ``probabilities``, ``explained`` (class index) and ``layer``.
         explained: the class the maps are for.
         predicted: the model's top class.
@@ -264,7 +265,8 @@ def explain_images(run_dir: str | os.PathLike, images: list,
                 fig.savefig(tmp, dpi=DPI, format="png")
         probs = probabilities(logits)[0]
         arrays = figure.with_suffix(".npz")
-        write_npz(arrays, image=image, cam=cam.maps[0], saliency=sal[0],
+        write_npz(arrays, image=image, cam=cam.maps[0],
+                  cam_linear=cam.linear[0], saliency=sal[0],
                   probabilities=probs.astype(np.float32),
                   explained=np.array(cls), layer=np.array(target.name))
         results.append(Explanation(

@@ -15,7 +15,8 @@ class AttentionRecorder(Recorder):
     answer the same question ("where is the evidence for this class?") and
     can be compared; the logits say what the model predicted. Writes
     ``attention/epoch-NNNN.npz`` with ``cam`` (N, h, w) float32 (Grad-CAM at
-    `layer`, unnormalised), ``saliency`` (N, H, W) float32 (max over channels
+    `layer`, unnormalised), ``cam_linear`` (the same before its ReLU),
+    ``saliency`` (N, H, W) float32 (max over channels
     of |d logit / d input|), ``logits`` (N, K), ``labels`` (N,), ``image``
     (N, H, W, 3) uint8 (for display) and ``layer`` (its name). The model
     runs in inference mode.
@@ -74,6 +75,7 @@ class AttentionRecorder(Recorder):
         store.write_npz(
             self.kind_dir / store.record_name(epoch),
             cam=result.maps,
+            cam_linear=result.linear,
             saliency=saliency_from(result.input_grad),
             logits=result.logits,
             labels=self.y,

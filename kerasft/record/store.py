@@ -58,6 +58,7 @@ above).
   probe image), ``layers`` and ``maps/<layer>`` (H, W, C') float32.
 - ``attention``: for a few probe images, each for its true class:
   ``cam`` (N, h, w) float32 Grad-CAM at ``layer`` (unnormalised),
+  ``cam_linear`` (N, h, w) the same before its ReLU,
   ``saliency`` (N, H, W) float32 max-over-channels |d logit / d input|,
   ``logits`` (N, K), ``labels`` (N,), ``image`` (N, H, W, 3) uint8.
   Epoch 0 and the last epoch only (``record.attention_every_epoch`` for all).
