@@ -318,7 +318,8 @@ class RecordConfig:
         probe_size: images in the probe batch (activations, gradients).
         embedding_size: images whose penultimate features are recorded.
         attention_images: probe images whose Grad-CAM and saliency maps
-            are recorded (``attention``), at epoch 0 and the last epoch.
+            are recorded (``attention``), at epoch 0 and the last epoch;
+            at most 16.
         attention_every_epoch: record those maps after every epoch too.
         attention_layer: the Grad-CAM layer's name, or `null` for the
             deepest ResNet stage output whose map is at least 4x4
@@ -365,6 +366,8 @@ class RecordConfig:
         return int(self.every_steps)
 
 
+# ``record.attention_images`` at most: one row each in the report's figure.
+MAX_ATTENTION_IMAGES = 16
 # ``record.every_steps: auto`` aims at this many rows per step table: enough
 # for a trend line and the diagnosis (which needs 3), few enough to cost
 # nothing on a long run.
@@ -618,6 +621,10 @@ def _check(cfg: RunConfig, source: str) -> None:
                 "attention_images"):
         if getattr(r, key) < 1:
             raise bad(f"record.{key}", getattr(r, key), "at least 1")
+    if r.attention_images > MAX_ATTENTION_IMAGES:
+        raise bad("record.attention_images", r.attention_images,
+                  f"at most {MAX_ATTENTION_IMAGES} (one row each in the "
+                  "report's figure)")
     if r.weights_every_steps is not None and r.weights_every_steps < 1:
         raise bad("record.weights_every_steps", r.weights_every_steps,
                   "at least 1 or null")

@@ -95,6 +95,14 @@ def read_image(path: str | os.PathLike, size: int) -> np.ndarray:
     return resize_uint8(rgb[None], size)[0]
 
 
+def _original_size(path: Path) -> str:
+    """``WxH`` of an image file `read_image` has read."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return f"{img.size[0]}x{img.size[1]}"
+
+
 def _figure_paths(sources: list[Path], out: Path) -> list[Path]:
     """``<stem>.png`` per image (its ``.npz`` beside it); repeated stems
     get ``-2``, ``-3``... (never a name another image already got, even
@@ -216,6 +224,7 @@ def explain_images(run_dir: str | os.PathLike, images: list,
     figures = _figure_paths(sources, out)
     size = int(run.config["data"]["image_size"])
     pixels = [read_image(p, size) for p in sources]  # all, before the model
+    originals = {p: _original_size(p) for p in sources}
 
     import keras
 
@@ -255,10 +264,15 @@ def explain_images(run_dir: str | os.PathLike, images: list,
         cam = grad_cam(model, x, [cls], target)
         sal = (saliency_from(cam.input_grad) if smooth == 0
                else saliency(model, x, [cls], smooth=smooth))
+        side = "x".join(str(v) for v in cam.maps.shape[1:])
+        flat = (" -- a 1x1 map says nothing about where; use a larger "
+                "image size" if cam.maps.shape[1:] == (1, 1) else "")
         with plain_text():
             fig = explanation_figure(
-                f"{source.name}: predicted {names[predicted]}; maps for "
-                f"{names[cls]} ({'predicted' if explained is None else '--class'})",
+                f"{source.name} ({originals[source]}, resized to {size}x"
+                f"{size}): predicted {names[predicted]}; maps for "
+                f"{names[cls]} ({'predicted' if explained is None else '--class'})"
+                f"; Grad-CAM map {side}{flat}",
                 image, cam.maps[0], sal[0], logits[0], names, cls,
                 target.name, how)
             with atomic_path(figure) as tmp:

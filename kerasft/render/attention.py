@@ -13,12 +13,19 @@ import numpy as np
 
 from kerasft.explain.gradcam import map_correlation
 from kerasft.record.store import probabilities
-from kerasft.render.base import FigureResult, RenderOptions, new_figure
+from kerasft.render.base import (
+    FigureResult,
+    RenderOptions,
+    new_figure,
+    select_layers,
+)
 from kerasft.render.predictions import _class_names
 
 SECTION = "attention"
 # Overlay opacity of the heat map over the image.
 _ALPHA = 0.5
+# Grad-CAM columns of the report figure, at most (epochs spread evenly).
+MAX_EPOCHS = 4
 
 
 def normalise(maps: np.ndarray) -> np.ndarray:
@@ -50,9 +57,13 @@ def saliency_panel(ax, sal: np.ndarray) -> None:
     ax.set_yticks([])
 
 
-def _blank(ax, text: str) -> None:
+def _covered(ax, image: np.ndarray, text: str) -> None:
+    """The image, faded, with `text` over it: a cell with nothing to draw
+    keeps the image's size and place in the grid."""
+    ax.imshow(image, interpolation="nearest", alpha=0.25)
     ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=8,
-            wrap=True, transform=ax.transAxes)
+            transform=ax.transAxes,
+            bbox=dict(fc="white", ec="0.6", alpha=0.9, pad=2))
     ax.set_xticks([])
     ax.set_yticks([])
 
@@ -69,74 +80,78 @@ def _attention_figure(run, options: RenderOptions) -> FigureResult | None:
         return None
     epochs = kind.epochs
     first = kind[epochs[0]]
-    last_epoch = epochs[-1]
-    last = kind[last_epoch] if len(epochs) > 1 else None
     labels = np.asarray(first["labels"])
     n = len(labels)
     names = _class_names(run, np.asarray(first["logits"]).shape[1])
     layer = str(first["layer"])
     notes = []
     planned = (run.config or {}).get("train", {}).get("epochs")
-    if last is None:
+    if epochs[-1] != planned:
         notes.append(
-            "Grad-CAM: there is no end-of-training record, only epoch 0 "
-            f"(the run stopped before its last epoch, {planned}).")
-    records = [(epochs[0], first)] + ([(last_epoch, last)] if last else [])
-    bad = [e for e, r in records
+            f"Grad-CAM: the last record is of epoch {epochs[-1]}, not the "
+            f"run's last epoch ({planned}): the run stopped early.")
+    # Grad-CAM at up to MAX_EPOCHS epochs (all of them, first and last
+    # included, spread evenly: record.attention_every_epoch records every
+    # one); saliency at the first and the last.
+    shown = [epochs[k] for k in select_layers(epochs, MAX_EPOCHS)]
+    records = {e: kind[e] for e in shown}
+    bad = {e for e, r in records.items()
            if not (np.all(np.isfinite(r["cam"]))
                    and np.all(np.isfinite(r["saliency"]))
-                   and np.all(np.isfinite(r["logits"])))]
-    for e in bad:
+                   and np.all(np.isfinite(r["logits"])))}
+    for e in sorted(bad):
         notes.append(
             f"Grad-CAM: the maps of epoch {e} are not finite (the model's "
             "outputs or gradients on the probe images held NaN or inf), "
             "so they are not drawn.")
-    cols = 1 + 2 * len(records)
-    fig = new_figure(1.9 * cols, 1.9 * n + 0.9)
-    axes = fig.subplots(n, cols, squeeze=False)
+    sal_epochs = sorted({shown[0], shown[-1]})
+    columns = ([("image", None)] + [("cam", e) for e in shown]
+               + [("saliency", e) for e in sal_epochs])
+    fig = new_figure(1.9 * len(columns), 1.95 * n + 0.8)
+    axes = fig.subplots(n, len(columns), squeeze=False)
     images = np.asarray(first["image"])
-    cams = {e: normalise(r["cam"]) if e not in bad else None
-            for e, r in records}
+    for c, (what, e) in enumerate(columns):
+        header = {"image": "probe image", "cam": f"Grad-CAM, epoch {e}",
+                  "saliency": f"saliency, epoch {e}"}[what]
+        axes[0, c].text(0.5, 1.25, header, transform=axes[0, c].transAxes,
+                        ha="center", va="bottom", fontsize=9, weight="bold")
     for i in range(n):
-        ax = axes[i, 0]
-        ax.imshow(images[i], interpolation="nearest")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_ylabel(f"true: {names[labels[i]]}", fontsize=9)
-        for j, (e, r) in enumerate(records):
-            cam_ax, sal_ax = axes[i, 1 + j], axes[i, 1 + len(records) + j]
-            if e in bad:
-                _blank(cam_ax, "not finite")
-                _blank(sal_ax, "not finite")
+        for c, (what, e) in enumerate(columns):
+            ax = axes[i, c]
+            if what == "image":
+                ax.imshow(images[i], interpolation="nearest")
+                ax.set_xticks([])
+                ax.set_yticks([])
+                ax.set_ylabel(f"true: {names[labels[i]]}", fontsize=9)
                 continue
-            k, p, name = _prediction(np.asarray(r["logits"])[i], names)
-            if np.asarray(r["cam"])[i].max() > 0:
-                overlay(cam_ax, images[i], cams[e][i])
+            if e in bad:
+                _covered(ax, images[i], "not finite")
+                continue
+            r = records[e]
+            if what == "saliency":
+                saliency_panel(ax, np.asarray(r["saliency"])[i])
+                continue
+            cam = np.asarray(r["cam"])[i]
+            if cam.max() > 0:
+                overlay(ax, images[i], normalise(cam[None])[0])
             else:
-                _blank(cam_ax, "no positive\nevidence\n(map all 0)")
-            ok = k == labels[i]
-            cam_ax.set_title(f"pred {name} ({p:.0%})", fontsize=8,
-                             color="tab:green" if ok else "tab:red")
-            saliency_panel(sal_ax, np.asarray(r["saliency"])[i])
-        if len(records) == 2 and not bad:
-            corr = map_correlation(records[0][1]["cam"][i],
-                                   records[1][1]["cam"][i])
-            axes[i, 2].set_xlabel(
-                "corr. with epoch 0: n/a (a map is constant)" if np.isnan(corr)
-                else f"corr. with epoch 0: {corr:.2f}", fontsize=8)
-    for j, (e, _) in enumerate(records):
-        axes[0, 1 + j].text(0.5, 1.32, f"Grad-CAM, epoch {e}",
-                            transform=axes[0, 1 + j].transAxes,
-                            ha="center", fontsize=9, weight="bold")
-        axes[0, 1 + len(records) + j].text(
-            0.5, 1.32, f"saliency, epoch {e}",
-            transform=axes[0, 1 + len(records) + j].transAxes,
-            ha="center", fontsize=9, weight="bold")
-    axes[0, 0].set_title("probe image", fontsize=9, weight="bold")
+                _covered(ax, images[i], "no positive\nevidence\n(map all 0)")
+            k, p, name = _prediction(np.asarray(r["logits"])[i], names)
+            ax.set_title(f"pred {name} ({p:.0%})", fontsize=8,
+                         color="tab:green" if k == labels[i] else "tab:red")
+            if e != shown[0] and shown[0] not in bad:
+                corr = map_correlation(records[shown[0]]["cam"][i], cam)
+                ax.set_xlabel(
+                    f"corr. with epoch {shown[0]}: {corr:.2f}"
+                    if np.isfinite(corr) else "corr.: none (a map is flat)",
+                    fontsize=7)
     side = "x".join(str(s) for s in np.asarray(first["cam"]).shape[1:])
     fig.suptitle(
         f"Where the model looks for each image's true class, before and "
         f"after training (Grad-CAM at {layer}, a {side} map)", fontsize=10)
+    thinned = (f" Epochs {', '.join(map(str, shown))} of the "
+               f"{len(epochs)} recorded are shown." if len(shown) < len(epochs)
+               else "")
     return FigureResult(
         key="attention",
         section=SECTION,
@@ -151,7 +166,7 @@ def _attention_figure(run, options: RenderOptions) -> FigureResult | None:
             "moves the score most. Titles give the prediction at that "
             "epoch (green right, red wrong). After fine-tuning the "
             "heat should sit on the object; a low correlation with epoch "
-            "0 means the model now looks elsewhere."),
+            f"{shown[0]} means the model now looks elsewhere." + thinned),
         figure=fig,
         notes=notes,
     )
@@ -188,7 +203,7 @@ def explanation_figure(title: str, image: np.ndarray, cam: np.ndarray,
     if np.max(cam) > 0:
         overlay(axes[1], image, normalise(np.asarray(cam)[None])[0])
     else:
-        _blank(axes[1], "no positive evidence\n(Grad-CAM map all 0)")
+        _covered(axes[1], image, "no positive evidence\n(Grad-CAM map all 0)")
     axes[1].set_title(f"Grad-CAM: {names[explained]}\n({layer})", fontsize=9)
     saliency_panel(axes[2], sal)
     axes[2].set_title(f"saliency: {names[explained]}\n({how})", fontsize=9)
