@@ -95,8 +95,8 @@ def _scores(logits: Any, classes: np.ndarray) -> Any:
             f"outputs. Received: classes={classes.tolist()}")
     logits = keras.ops.cast(logits, "float32")
     onehot = keras.ops.one_hot(
-        keras.ops.convert_to_tensor(classes.astype("int32")),
-        logits.shape[-1], dtype="float32",
+        keras.ops.convert_to_tensor(classes.astype("int32")), k,
+        dtype="float32",
     )
     return keras.ops.sum(logits * onehot)
 

@@ -53,6 +53,11 @@ def resolve_layer(model: Any, layer: Any = None) -> Any:
     return layer
 
 
+def per_image(classes, n: int) -> np.ndarray:
+    """`classes` (one int, or one per image) as an (n,) int64 array."""
+    return np.broadcast_to(np.asarray(classes, dtype=np.int64), (n,)).copy()
+
+
 def linear_cam(activation: np.ndarray, gradient: np.ndarray) -> np.ndarray:
     """``sum_k mean_hw(dA_k) * A_k`` per image: (N, h, w, C) -> (N, h, w);
     Grad-CAM is its positive part."""
@@ -83,8 +88,7 @@ def grad_cam(model: Any, x: np.ndarray, classes, layer: Any = None) -> CamResult
     from kerasft.backend.attribution import class_score_gradients
 
     x = np.asarray(x, dtype=np.float32)
-    classes = np.broadcast_to(np.asarray(classes, dtype=np.int64),
-                              (x.shape[0],)).copy()
+    classes = per_image(classes, x.shape[0])
     target = resolve_layer(model, layer)
     g = class_score_gradients(model, x, classes, target)
     linear = linear_cam(g.activation, g.activation_grad)

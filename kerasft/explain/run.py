@@ -46,9 +46,11 @@ class Explanation:
     saliency: np.ndarray
 
 
-def read_image(path: str | os.PathLike, size: int) -> np.ndarray:
+def read_image(path: str | os.PathLike,
+               size: int) -> tuple[np.ndarray, tuple[int, int]]:
     """An image file (PNG, JPEG, anything Pillow reads; any size) as
-    (size, size, 3) uint8 RGB, resized as training resizes.
+    (size, size, 3) uint8 RGB, resized as training resizes, with its
+    original (width, height).
 
     Raises:
         DataError: no such file, or not an image Pillow can decode.
@@ -92,15 +94,7 @@ def read_image(path: str | os.PathLike, size: int) -> np.ndarray:
             f"({type(e).__name__}: {e}); the file is damaged or truncated. "
             "Give an intact PNG or JPEG image."
         ) from None
-    return resize_uint8(rgb[None], size)[0]
-
-
-def _original_size(path: Path) -> str:
-    """``WxH`` of an image file `read_image` has read."""
-    from PIL import Image
-
-    with Image.open(path) as img:
-        return f"{img.size[0]}x{img.size[1]}"
+    return resize_uint8(rgb[None], size)[0], (rgb.shape[1], rgb.shape[0])
 
 
 def _figure_paths(sources: list[Path], out: Path) -> list[Path]:
@@ -223,8 +217,7 @@ def explain_images(run_dir: str | os.PathLike, images: list,
     sources = [Path(p) for p in images]
     figures = _figure_paths(sources, out)
     size = int(run.config["data"]["image_size"])
-    pixels = [read_image(p, size) for p in sources]  # all, before the model
-    originals = {p: _original_size(p) for p in sources}
+    read = [read_image(p, size) for p in sources]  # all, before the model
 
     import keras
 
@@ -255,13 +248,17 @@ def explain_images(run_dir: str | os.PathLike, images: list,
     how = ("vanilla gradient" if smooth == 0
            else f"SmoothGrad, {smooth} samples")
     results = []
-    for source, image, figure in zip(sources, pixels, figures):
+    for source, (image, (width, height)), figure in zip(sources, read,
+                                                         figures):
         x = prep(image[None].astype(np.float32))
-        logits = np.asarray(keras.ops.convert_to_numpy(
-            model(x, training=False)), np.float32)
-        predicted = int(np.argmax(logits[0]))
-        cls = predicted if explained is None else explained
+        if explained is None:  # the predicted class: one forward pass first
+            cls = int(np.argmax(keras.ops.convert_to_numpy(
+                model(x, training=False))[0]))
+        else:
+            cls = explained
         cam = grad_cam(model, x, [cls], target)
+        logits = cam.logits  # the same forward pass's outputs
+        predicted = int(np.argmax(logits[0]))
         sal = (saliency_from(cam.input_grad) if smooth == 0
                else saliency(model, x, [cls], smooth=smooth))
         side = "x".join(str(v) for v in cam.maps.shape[1:])
@@ -269,7 +266,7 @@ def explain_images(run_dir: str | os.PathLike, images: list,
                 "image size" if cam.maps.shape[1:] == (1, 1) else "")
         with plain_text():
             fig = explanation_figure(
-                f"{source.name} ({originals[source]}, resized to {size}x"
+                f"{source.name} ({width}x{height}, resized to {size}x"
                 f"{size}): predicted {names[predicted]}; maps for "
                 f"{names[cls]} ({'predicted' if explained is None else '--class'})"
                 f"; Grad-CAM map {side}{flat}",

@@ -47,10 +47,10 @@ def saliency(model: Any, x: np.ndarray, classes, smooth: int = 0,
         >>> maps = saliency(model, x, classes=[3], smooth=25)
     """
     from kerasft.backend.attribution import class_score_gradients
+    from kerasft.explain.gradcam import per_image
 
     x = np.asarray(x, dtype=np.float32)
-    classes = np.broadcast_to(np.asarray(classes, dtype=np.int64),
-                              (x.shape[0],)).copy()
+    classes = per_image(classes, x.shape[0])
     if smooth <= 0:
         return saliency_from(class_score_gradients(model, x, classes).input_grad)
     rng = np.random.default_rng([seed, 31])
