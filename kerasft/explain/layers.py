@@ -18,16 +18,9 @@ from kerasft.errors import ConfigError
 MIN_MAP_SIDE = 4
 
 
-def flat_layers(model: Any) -> list:
-    """Every layer of `model` in order, nested models replaced by their layers."""
-    out = []
-    for layer in model.layers:
-        inner = getattr(layer, "layers", None)
-        if inner and hasattr(layer, "inputs"):
-            out.extend(flat_layers(layer))
-        else:
-            out.append(layer)
-    return out
+def _is_nested(layer: Any) -> bool:
+    """A model used as a layer (a functional or Sequential backbone)."""
+    return bool(getattr(layer, "layers", None)) and hasattr(layer, "inputs")
 
 
 def _named_layers(model: Any):
@@ -35,9 +28,13 @@ def _named_layers(model: Any):
     layers), so a nested backbone can be named as a whole."""
     for layer in model.layers:
         yield layer
-        inner = getattr(layer, "layers", None)
-        if inner and hasattr(layer, "inputs"):
+        if _is_nested(layer):
             yield from _named_layers(layer)
+
+
+def flat_layers(model: Any) -> list:
+    """Every layer of `model` in order, nested models replaced by their layers."""
+    return [layer for layer in _named_layers(model) if not _is_nested(layer)]
 
 
 def output_shape(layer: Any) -> tuple | None:
