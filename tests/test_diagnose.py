@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO, TINY, only_run_dir, run_cli
+from conftest import REPO, SLOW_OFF_TORCH, TINY, only_run_dir, run_cli
 from kerasft.record import store
 from kerasft.record.store import load_run
 from kerasft.render.diagnose import (
@@ -521,6 +521,7 @@ def test_lr_x1e6_and_a_frozen_layer_edited(tmp_path, monkeypatch):
         "conv3_block1_1_conv"}
 
 
+@SLOW_OFF_TORCH
 def test_dead_block_and_vanishing_gradients(tmp_path, monkeypatch):
     """60% of conv4_block6's output channels killed (their BatchNorm beta
     set to -1e4: the ReLU after the sum is 0 on every image), and the
@@ -546,6 +547,7 @@ def test_dead_block_and_vanishing_gradients(tmp_path, monkeypatch):
     assert "conv4_block6" in _finding(findings, "dead_layer").message
 
 
+@SLOW_OFF_TORCH
 def test_exploding_gradients_and_a_stage_that_never_moved(tmp_path,
                                                          monkeypatch):
     """conv5 at a learning-rate multiplier of 1e-30 (so it never moves),

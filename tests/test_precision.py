@@ -11,7 +11,7 @@ import os
 import numpy as np
 import pytest
 
-from conftest import REPO, TINY, only_run_dir, run_cli
+from conftest import REPO, SLOW_OFF_TORCH, TINY, only_run_dir, run_cli
 from test_report import FIGURES, _check_png
 
 RUN_ARGS = [
@@ -186,6 +186,7 @@ def test_gradient_tap_records_unscaled_gradients_under_loss_scaling():
                                rtol=0.05)
 
 
+@SLOW_OFF_TORCH
 def test_float16_run_trains_with_loss_scaling(tmp_path_factory):
     """mixed_float16 runs on CPU on every backend (torch, tensorflow and
     jax all have float16 kernels there): Keras's LossScaleOptimizer is in
