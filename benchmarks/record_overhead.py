@@ -108,6 +108,7 @@ def main() -> None:
     from kerasft.data import load_splits
     from kerasft.model import apply_phase, build_model, make_phases
     from kerasft.record import (
+        ActivationRecorder,
         GradientRecorder,
         UpdateRatioRecorder,
         WeightRecorder,
@@ -314,13 +315,21 @@ def main() -> None:
                     continue
                 rows.append((f"{type(r).__name__}.record (per epoch)",
                              lambda r=r: r.record(99)))
-            # The device reduction of the weight histograms (used by
-            # default on accelerators only), timed here whatever the device.
-            on_dev = WeightRecorder(Path(tmp) / "device", on_device=True)
-            on_dev.set_model(rec_model)
-            on_dev.on_train_begin()
-            rows.append(("WeightRecorder.record, on_device=True",
-                         lambda: on_dev.record(99)))
+            # Both reductions of the weight and activation histograms, on
+            # the device (the default on accelerators) and in numpy (the
+            # default on a CPU), timed here whatever the device.
+            probe = next(r.x for r in recs
+                         if isinstance(r, ActivationRecorder))
+            for on_device in (True, False):
+                for r in (WeightRecorder(Path(tmp) / f"w{on_device}",
+                                         on_device=on_device),
+                          ActivationRecorder(Path(tmp) / f"a{on_device}",
+                                             probe, on_device=on_device)):
+                    r.set_model(rec_model)
+                    r.on_train_begin()
+                    rows.append((f"{type(r).__name__}.record, "
+                                 f"on_device={on_device}",
+                                 lambda r=r: r.record(99)))
             _time_rows(rows, reps, epoch_seconds)
             # A recorded step's own work (every --every-steps steps), after
             # the per-epoch rows: these reset the tap's schedule.

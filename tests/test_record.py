@@ -458,3 +458,46 @@ def test_recorders_in_a_users_fit_leave_no_tap_in_the_saved_model(tmp_path):
     before = model.evaluate(x, y, verbose=0)
     model.fit(x, y, batch_size=8, epochs=1, verbose=0)
     assert model.evaluate(x, y, verbose=0) != before
+
+
+def test_activation_recorder_on_device_writes_what_the_numpy_path_writes(
+        tmp_path):
+    """Block outputs reduced on the device (`TensorStats`, the default on
+    a GPU) give the numpy path's record: the same bins and counts, the
+    same dead channels, statistics to float32 round-off."""
+    import keras
+
+    from kerasft import load_run
+    from kerasft.record import ActivationRecorder
+
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(12, 8, 8, 3)).astype("float32")
+    y = rng.integers(0, 2, 12)
+    records = {}
+    for on_device in (False, True):
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((8, 8, 3))
+        h = keras.layers.Conv2D(6, 3, activation="relu", name="c1")(inputs)
+        h = keras.layers.Conv2D(4, 3, activation="relu", name="c2",
+                                bias_initializer=keras.initializers.Constant(
+                                    [-50.0, 0, 0, 0]))(h)  # a dead channel
+        h = keras.layers.GlobalAveragePooling2D()(h)
+        model = keras.Model(inputs, keras.layers.Dense(2, name="dense")(h))
+        model.compile(keras.optimizers.SGD(0.01),
+                      keras.losses.SparseCategoricalCrossentropy(
+                          from_logits=True))
+        d = tmp_path / str(on_device)
+        model.fit(x, y, batch_size=6, epochs=1, verbose=0, shuffle=False,
+                  callbacks=[ActivationRecorder(d / "record", x[:5],
+                                                on_device=on_device)])
+        records[on_device] = load_run(d).records["activations"]
+    for e in (0, 1):
+        a, b = records[False][e], records[True][e]
+        assert list(a["names"]) == list(b["names"]) == ["c1", "c2", "dense"]
+        np.testing.assert_array_equal(a["edges"], b["edges"])
+        np.testing.assert_array_equal(a["counts"], b["counts"])
+        np.testing.assert_array_equal(a["nonfinite"], b["nonfinite"])
+        np.testing.assert_array_equal(a["dead_fraction"], b["dead_fraction"])
+        np.testing.assert_allclose(a["stats"], b["stats"], rtol=1e-5,
+                                   atol=1e-6)
+    assert records[True][1]["dead_fraction"][1] >= 0.25

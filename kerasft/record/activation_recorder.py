@@ -7,8 +7,10 @@ import re
 import keras
 import numpy as np
 
+from kerasft import backend
 from kerasft.record import store
 from kerasft.record.recorder import Recorder, to_numpy
+from kerasft.record.tensor_stats import TensorStats
 
 _BLOCK = re.compile(r"^(conv\d_block\d+_out|conv1_relu|pool1_pool|post_relu|head_pool)$")
 
@@ -38,6 +40,10 @@ class ActivationRecorder(Recorder):
         x: the probe batch (preprocessed images).
         layers: layer names to record. Defaults to `block_outputs(model)`.
         every_epochs: record every this many epochs. Defaults to `1`.
+        on_device: reduce each output on the device (`TensorStats`; only
+            counts and statistics cross to the host) instead of copying the
+            activations to numpy. `None`: on an accelerator only. Defaults
+            to `None`.
 
     Example:
 
@@ -49,11 +55,14 @@ class ActivationRecorder(Recorder):
 
     kind = "activations"
 
-    def __init__(self, directory, x, layers=None, every_epochs: int = 1):
+    def __init__(self, directory, x, layers=None, every_epochs: int = 1,
+                 on_device: bool | None = None):
         super().__init__(directory, every_epochs)
         self.x = np.asarray(x)
         self.layers = layers
+        self.on_device = on_device
         self._probe_model = None
+        self._stats = None
 
     def on_train_begin(self, logs=None):
         if self._probe_model is None:
@@ -67,11 +76,38 @@ class ActivationRecorder(Recorder):
 
     def record(self, epoch: int) -> None:
         outs = self._probe_model(self.x, training=False)
+        if self.on_device is None:
+            self.on_device = backend.on_accelerator()
+        out = (self._reduce_on_device(outs) if self.on_device
+               else self._reduce_on_host(outs))
+        store.write_npz(self.kind_dir / store.record_name(epoch), **out)
+
+    def _reduce_on_host(self, outs) -> dict[str, np.ndarray]:
         arrays = [to_numpy(o) for o in outs]
         out = self.histograms(self.layers, arrays)
-        dead = []
-        for a in arrays:
-            flat = np.abs(a.reshape(-1, a.shape[-1]))
-            dead.append(float(np.mean(flat.max(axis=0) <= store.DEAD_THRESHOLD)))
-        out["dead_fraction"] = np.array(dead)
-        store.write_npz(self.kind_dir / store.record_name(epoch), **out)
+        out["dead_fraction"] = np.array([
+            dead_fraction(np.abs(a.reshape(-1, a.shape[-1])).max(axis=0))
+            for a in arrays])
+        return out
+
+    def _reduce_on_device(self, outs) -> dict[str, np.ndarray]:
+        # One TensorStats per output: the peak extra device memory is a
+        # few copies of the largest output, not of all of them.
+        ops = keras.ops
+        if self._stats is None:
+            self._stats = [TensorStats([o.shape]) for o in outs]
+        parts = [stats([o]) for stats, o in zip(self._stats, outs)]
+        out = {"names": np.array(self.layers)}
+        for key in ("edges", "counts", "stats", "nonfinite"):
+            out[key] = np.concatenate([p[key] for p in parts])
+        out["dead_fraction"] = np.array([
+            dead_fraction(to_numpy(ops.max(
+                ops.abs(ops.cast(o, "float32")),
+                axis=tuple(range(len(o.shape) - 1)))))
+            for o in outs])
+        return out
+
+
+def dead_fraction(channel_max: np.ndarray) -> float:
+    """The share of channels whose largest |output| is (near) zero."""
+    return float(np.mean(channel_max <= store.DEAD_THRESHOLD))
