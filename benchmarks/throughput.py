@@ -13,8 +13,14 @@ a median of 3 or more is needed).
 
 kerasft's side feeds `model.fit` the way `kerasft train` does: its
 `Batches` through Keras's PyDataset workers (--workers, default one per
-core up to 16), resizing the native 8x8 digits per batch; plain
-`model.fit` gets the same images already resized, as in-memory arrays.
+core up to 16; a comma list times each), resizing the native 8x8 digits per
+batch, with its per-step `MetricsLogger`; plain `model.fit` gets the same
+images already resized, as in-memory arrays. Between the two, `model.fit`
+of the same `Batches` with no callback separates the input path's cost from
+the per-step host sync that any callback with a batch hook brings (Keras
+converts the step's logs to numbers before calling it). --profile adds one
+batch's host-to-device copy time and a cProfile of one more kerasft fit
+(the thread that feeds the model).
 """
 
 from __future__ import annotations
@@ -41,8 +47,13 @@ def main() -> None:
                    choices=("float32", "mixed_bfloat16", "mixed_float16"))
     p.add_argument("--jit-compile", default="auto",
                    choices=("auto", "true", "false"))
-    p.add_argument("--workers", type=int, default=None,
-                   help="data workers (default: kerasft's, one per core)")
+    p.add_argument("--workers", default=None,
+                   help="data workers, or a comma list to time kerasft's "
+                   "loop with each (default: kerasft's, one per core)")
+    p.add_argument("--profile", action="store_true",
+                   help="after the timings, one more kerasft fit (first "
+                   "worker count) under cProfile: where the thread that "
+                   "feeds the model spends its time")
     args = p.parse_args()
     jit = {"auto": "auto", "true": True, "false": False}[args.jit_compile]
 
@@ -61,11 +72,13 @@ def main() -> None:
         0,
     )
     bs, steps = args.batch_size, args.steps
-    workers = args.workers or default_workers()
-    batches = Batches(
+    worker_counts = ([int(w) for w in args.workers.split(",")]
+                     if args.workers else [default_workers()])
+    by_workers = {w: Batches(
         splits.train, bs, args.image_size, args.arch, 0, shuffle=True,
-        max_steps=steps, workers=workers,
-    )
+        max_steps=steps, workers=w,
+    ) for w in worker_counts}
+    batches = by_workers[worker_counts[0]]
     images_per_fit = bs * steps * args.epochs
 
     # 1. the pipeline alone: one thread building each batch from the native
@@ -115,10 +128,15 @@ def main() -> None:
     )
     # kerasft: the training loop `kerasft train` runs (Batches + its
     # per-epoch logger). The per-epoch checkpoint is timed on its own below.
-    fit_ours = timed(
-        lambda: ours.fit(batches, epochs=args.epochs, verbose=0,
-                         callbacks=callbacks)
-    )
+    # The same Batches with no callback: what the input path alone costs,
+    # apart from the per-step host sync that any callback with a batch
+    # hook causes (Keras converts the logs to numbers after every step).
+    fit_batches = timed(
+        lambda: ours.fit(batches, epochs=args.epochs, verbose=0))
+    fit_ours = {w: timed(
+        lambda b=b: ours.fit(b, epochs=args.epochs, verbose=0,
+                             callbacks=callbacks)
+    ) for w, b in by_workers.items()}
     ckpt = EpochCheckpoint(os.path.join(tmp, "ckpt"))
     ckpt.set_model(ours)
     ckpt.params = {"epochs": 1}
@@ -126,22 +144,59 @@ def main() -> None:
     t = time.perf_counter()
     ckpt.on_epoch_end(0)
     ckpt_seconds = time.perf_counter() - t
-    epoch_seconds = len(splits.train) / fit_ours
+    best = max(fit_ours.values())
+    epoch_seconds = len(splits.train) / best
     print(
         f"backend {keras.backend.backend()} on {backend.device()} | "
         f"{args.arch} {args.plan} {args.image_size}px batch {bs}, "
-        f"{args.precision}, jit_compile {ours.jit_compile}, {workers} data "
-        f"workers, {steps} steps/epoch x {args.epochs} epoch(s) per timed "
+        f"{args.precision}, jit_compile {ours.jit_compile}, "
+        f"{steps} steps/epoch x {args.epochs} epoch(s) per timed "
         f"fit, median of {args.repeats}"
     )
     print(f"  input pipeline, 1 thread {pipe:9.1f} img/s "
-          f"({pipe / fit_ours:.1f}x the training speed)")
+          f"({pipe / best:.1f}x the training speed)")
     print(f"  plain model.fit(arrays) {fit_plain:10.1f} img/s")
-    print(f"  kerasft training loop   {fit_ours:10.1f} img/s "
-          f"(ratio to plain model.fit: {fit_ours / fit_plain:.3f})")
+    print(f"  model.fit(Batches, {worker_counts[0]:2d} workers), no callbacks "
+          f"{fit_batches:7.1f} img/s (ratio to plain model.fit: "
+          f"{fit_batches / fit_plain:.3f})")
+    for w, rate in fit_ours.items():
+        print(f"  kerasft loop, {w:2d} workers {rate:9.1f} img/s "
+              f"(ratio to plain model.fit: {rate / fit_plain:.3f})")
     print(f"  one checkpoint write    {ckpt_seconds:10.2f} s "
           f"({ckpt_seconds / epoch_seconds:.1%} of a {len(splits.train)}-image "
           "epoch at this speed)")
+    if args.profile:
+        # One batch's host-to-device copy, as Keras's data path does it
+        # (for JAX, jax.device_put; for torch, a copy to the device).
+        xb = batches[0][0]
+
+        def to_device():
+            t = keras.ops.convert_to_tensor(xb)
+            if keras.backend.backend() == "jax":
+                t.block_until_ready()
+            else:
+                keras.ops.convert_to_numpy(keras.ops.sum(t[:1, :1, :1]))
+
+        copies = []
+        for _ in range(20):
+            t0 = time.perf_counter()
+            to_device()
+            copies.append(time.perf_counter() - t0)
+        print(f"  one batch to the device ({xb.nbytes / 2**20:.1f} MiB "
+              f"{xb.dtype}): {statistics.median(copies[5:]) * 1e3:.2f} ms "
+              f"(median of 15)")
+        import cProfile
+        import pstats
+
+        prof = cProfile.Profile()
+        prof.enable()
+        ours.fit(batches, epochs=args.epochs, verbose=0, callbacks=callbacks)
+        prof.disable()
+        print(f"\nkerasft fit with {worker_counts[0]} workers under cProfile "
+              "(the main thread, which feeds the model), by own time:")
+        pstats.Stats(prof).sort_stats("tottime").print_stats(15)
+        print("... and by cumulative time:")
+        pstats.Stats(prof).sort_stats("cumulative").print_stats(25)
     import shutil
 
     shutil.rmtree(tmp, ignore_errors=True)

@@ -461,14 +461,17 @@ def test_recorders_in_a_users_fit_leave_no_tap_in_the_saved_model(tmp_path):
 
 
 def test_activation_recorder_on_device_writes_what_the_numpy_path_writes(
-        tmp_path):
+        tmp_path, monkeypatch):
     """Block outputs reduced on the device (`TensorStats`, the default on
-    a GPU) give the numpy path's record: the same bins and counts, the
-    same dead channels, statistics to float32 round-off."""
+    a GPU, here in three groups) give the numpy path's record: the same
+    bins and counts, the same dead channels, statistics to float32
+    round-off."""
     import keras
 
     from kerasft import load_run
-    from kerasft.record import ActivationRecorder
+    from kerasft.record import ActivationRecorder, activation_recorder
+
+    monkeypatch.setattr(activation_recorder, "GROUP_ENTRIES", 200)
 
     rng = np.random.default_rng(4)
     x = rng.normal(size=(12, 8, 8, 3)).astype("float32")
@@ -501,3 +504,14 @@ def test_activation_recorder_on_device_writes_what_the_numpy_path_writes(
         np.testing.assert_allclose(a["stats"], b["stats"], rtol=1e-5,
                                    atol=1e-6)
     assert records[True][1]["dead_fraction"][1] >= 0.25
+    assert activation_recorder.group_by_size(
+        [(5, 6, 6, 6), (5, 4, 4, 4), (5, 2)], 200) == [[0], [1], [2]]
+
+
+def test_activation_groups_keep_order_and_bound_size():
+    from kerasft.record.activation_recorder import group_by_size
+
+    shapes = [(4, 5), (10,), (3,), (30,), (2, 2)]
+    assert group_by_size(shapes, limit=32) == [[0, 1], [2], [3], [4]]
+    assert group_by_size(shapes, limit=10 ** 6) == [[0, 1, 2, 3, 4]]
+    assert group_by_size([(50,)], limit=8) == [[0]]
