@@ -460,13 +460,62 @@ def test_recorders_in_a_users_fit_leave_no_tap_in_the_saved_model(tmp_path):
     assert model.evaluate(x, y, verbose=0) != before
 
 
+def _small_conv_model():
+    """A seeded functional conv net (logits), one output channel dead."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 3))
+    h = keras.layers.Conv2D(6, 3, activation="relu", name="c1")(inputs)
+    h = keras.layers.Conv2D(4, 3, activation="relu", name="c2",
+                            bias_initializer=keras.initializers.Constant(
+                                [-50.0, 0, 0, 0]))(h)  # a dead channel
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="dense")(h))
+    model.compile(keras.optimizers.SGD(0.01),
+                  keras.losses.SparseCategoricalCrossentropy(
+                      from_logits=True))
+    return model
+
+
+def test_probe_gradients_on_device_write_what_the_numpy_path_writes(
+        tmp_path):
+    """Probe-batch gradients reduced on the device (the default on a GPU)
+    give the numpy path's record, twice over one fit (the compiled JAX
+    gradient is reused and sees the moved weights)."""
+    from kerasft import load_run
+    from kerasft.record import ProbeGradientRecorder
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(12, 8, 8, 3)).astype("float32")
+    y = rng.integers(0, 2, 12)
+    records = {}
+    for on_device in (False, True):
+        model = _small_conv_model()
+        d = tmp_path / str(on_device)
+        model.fit(x, y, batch_size=6, epochs=2, verbose=0, shuffle=False,
+                  callbacks=[ProbeGradientRecorder(d / "record", x[:5], y[:5],
+                                                   on_device=on_device)])
+        records[on_device] = load_run(d).records["probe_gradients"]
+    for e in (0, 1, 2):
+        a, b = records[False][e], records[True][e]
+        np.testing.assert_array_equal(a["names"], b["names"])
+        np.testing.assert_array_equal(a["edges"], b["edges"])
+        np.testing.assert_array_equal(a["counts"], b["counts"])
+        np.testing.assert_array_equal(a["nonfinite"], b["nonfinite"])
+        for key in ("stats", "norms", "loss"):
+            np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-7)
+    assert records[True][2]["loss"] != records[True][0]["loss"]
+    assert not np.array_equal(records[True][2]["counts"],
+                              records[True][0]["counts"])
+
+
 def test_activation_recorder_on_device_writes_what_the_numpy_path_writes(
         tmp_path, monkeypatch):
     """Block outputs reduced on the device (`TensorStats`, the default on
     a GPU, here in three groups) give the numpy path's record: the same
     bins and counts, the same dead channels, statistics to float32
     round-off."""
-    import keras
 
     from kerasft import load_run
     from kerasft.record import ActivationRecorder, activation_recorder
@@ -478,17 +527,7 @@ def test_activation_recorder_on_device_writes_what_the_numpy_path_writes(
     y = rng.integers(0, 2, 12)
     records = {}
     for on_device in (False, True):
-        keras.utils.set_random_seed(0)
-        inputs = keras.Input((8, 8, 3))
-        h = keras.layers.Conv2D(6, 3, activation="relu", name="c1")(inputs)
-        h = keras.layers.Conv2D(4, 3, activation="relu", name="c2",
-                                bias_initializer=keras.initializers.Constant(
-                                    [-50.0, 0, 0, 0]))(h)  # a dead channel
-        h = keras.layers.GlobalAveragePooling2D()(h)
-        model = keras.Model(inputs, keras.layers.Dense(2, name="dense")(h))
-        model.compile(keras.optimizers.SGD(0.01),
-                      keras.losses.SparseCategoricalCrossentropy(
-                          from_logits=True))
+        model = _small_conv_model()
         d = tmp_path / str(on_device)
         model.fit(x, y, batch_size=6, epochs=1, verbose=0, shuffle=False,
                   callbacks=[ActivationRecorder(d / "record", x[:5],
@@ -515,3 +554,15 @@ def test_activation_groups_keep_order_and_bound_size():
     assert group_by_size(shapes, limit=32) == [[0, 1], [2], [3], [4]]
     assert group_by_size(shapes, limit=10 ** 6) == [[0, 1, 2, 3, 4]]
     assert group_by_size([(50,)], limit=8) == [[0]]
+
+
+def test_tensor_stats_are_shared_per_shapes_and_the_oldest_dropped():
+    from kerasft.record import tensor_stats
+
+    first = tensor_stats.TensorStats.shared([(3, 4), (5,)])
+    assert tensor_stats.TensorStats.shared([(3, 4), [5]]) is first
+    assert tensor_stats.TensorStats.shared([(3, 4)]) is not first
+    for n in range(tensor_stats._SHARED_MAX):
+        tensor_stats.TensorStats.shared([(n + 7,)])
+    assert tensor_stats.TensorStats.shared([(3, 4), (5,)]) is not first
+    assert len(tensor_stats._SHARED) == tensor_stats._SHARED_MAX

@@ -78,7 +78,8 @@ def loss_and_gradients(
     y: np.ndarray,
     variables: Sequence[Any],
     training: bool = False,
-) -> tuple[float, list[np.ndarray]]:
+    as_numpy: bool = True,
+) -> tuple[float, list[Any]]:
     """Mean cross-entropy of a logits model and its gradient, in inference mode.
 
     The loss is `keras.losses.SparseCategoricalCrossentropy(from_logits=True)`
@@ -100,11 +101,14 @@ def loss_and_gradients(
             the batch's statistics, as in a training step). On torch and
             TensorFlow that call updates BatchNorm moving statistics; the
             caller restores them if it must. Defaults to `False`.
+        as_numpy: return the gradients as numpy arrays; `False` leaves
+            them where they were computed, as float32 backend tensors (for
+            a reduction on the device). Defaults to `True`.
 
     Returns:
-        ``(loss, grads)``: the loss as a Python float and one float32 numpy
-        array per entry of `variables`, in the same order and shapes. A
-        variable the loss does not depend on gets zeros.
+        ``(loss, grads)``: the loss as a Python float and one float32 array
+        per entry of `variables`, in the same order and shapes. A variable
+        the loss does not depend on gets zeros.
 
     Raises:
         ValueError: a variable is not one of the model's variables (JAX), or
@@ -140,6 +144,7 @@ def loss_and_gradients(
     if backend not in impl:
         raise ValueError(f"loss_and_gradients: unsupported backend {backend!r}")
     loss, grads = impl[backend](model, x, y, unique, training)
+    grads = [_float32(g, v, as_numpy) for g, v in zip(grads, unique)]
     return loss, [grads[slot_of[id(v)]] for v in variables]
 
 
@@ -151,11 +156,19 @@ def _loss(logits: Any, y: Any) -> Any:
     return loss(y, keras.ops.cast(logits, "float32"))
 
 
-def _as_float32(grad: Any, variable: Any) -> np.ndarray:
-    """A gradient as float32 numpy, zeros where the framework gave None."""
+def _float32(grad: Any, variable: Any, as_numpy: bool) -> Any:
+    """A framework's gradient as float32 (numpy, or a backend tensor),
+    zeros where the framework gave None."""
+    import keras
+
     if grad is None:
-        return np.zeros(tuple(variable.shape), dtype=np.float32)
-    return np.asarray(grad, dtype=np.float32).reshape(tuple(variable.shape))
+        zeros = np.zeros(tuple(variable.shape), dtype=np.float32)
+        return zeros if as_numpy else keras.ops.convert_to_tensor(zeros)
+    if as_numpy:
+        return np.asarray(keras.ops.convert_to_numpy(grad),
+                          dtype=np.float32).reshape(tuple(variable.shape))
+    return keras.ops.reshape(keras.ops.cast(grad, "float32"),
+                             tuple(variable.shape))
 
 
 def _tensorflow(
@@ -177,9 +190,7 @@ def _tensorflow(
         loss = _loss(model(xt, training=training), yt)
     grads = tape.gradient(loss, sources)
     return float(loss.numpy()), [
-        _as_float32(None if g is None else tf.convert_to_tensor(g).numpy(), v)
-        for g, v in zip(grads, variables)
-    ]
+        None if g is None else tf.convert_to_tensor(g) for g in grads]
 
 
 def _torch(
@@ -214,16 +225,13 @@ def _torch(
         for p, flag in zip(params, saved):
             p.requires_grad_(flag)
     return float(loss.detach().cpu().item()), [
-        _as_float32(None if g is None else g.detach().cpu().numpy(), v)
-        for g, v in zip(grads, variables)
-    ]
+        None if g is None else g.detach() for g in grads]
 
 
 def _jax(
     model: Any, x: np.ndarray, y: np.ndarray, variables: list[Any],
     training: bool = False,
 ) -> tuple[float, list[np.ndarray]]:
-    import jax
     import jax.numpy as jnp
 
     # The keras.Variables lag behind fit's own state under JAX.
@@ -242,20 +250,50 @@ def _jax(
             f"loss_and_gradients: not variables of the model: {missing}"
         )
     base = ([v.value for v in trainable], [v.value for v in non_trainable])
-    xj = jnp.asarray(x)
-    yj = jnp.asarray(y)
+    fn = _jax_function(model, variables, where, training)
+    loss, grads = fn([v.value for v in variables], base[0], base[1],
+                     jnp.asarray(x), jnp.asarray(y))
+    return float(loss), list(grads)
 
-    def loss_of(requested: list[Any]) -> Any:
-        values = (list(base[0]), list(base[1]))
-        for v, value in zip(variables, requested):
-            group, index = where[id(v)]
+
+# Compiled loss-and-gradient functions, per model (dropped with it).
+_JAX_FUNCTIONS: Any = None  # a weakref.WeakKeyDictionary, at first use
+
+
+def _jax_function(model: Any, variables: list[Any], where: dict,
+                  training: bool):
+    """`jax.jit` of the loss's value and gradient for these variables,
+    compiled once per (model, variables, training) and input shapes: an
+    un-jitted `jax.value_and_grad` re-traces the whole model at every call
+    (seconds for a ResNet50 each epoch). The values are arguments, not
+    constants of the compiled function, so it always sees the live ones.
+    The function holds the model weakly, so the cache does not keep it."""
+    import weakref
+
+    import jax
+
+    global _JAX_FUNCTIONS
+    if _JAX_FUNCTIONS is None:
+        _JAX_FUNCTIONS = weakref.WeakKeyDictionary()
+    per_model = _JAX_FUNCTIONS.setdefault(model, {})
+    # where each variable sits in (trainable, non-trainable): a phase that
+    # freezes or unfreezes layers moves them, and gets its own function
+    slots = tuple(where[id(v)] for v in variables)
+    key = (tuple(id(v) for v in variables), slots, training)
+    if key in per_model:
+        return per_model[key]
+    model_ref = weakref.ref(model)
+
+    def loss_of(requested, trainable, non_trainable, xj, yj):
+        values = (list(trainable), list(non_trainable))
+        for (group, index), value in zip(slots, requested):
             values[group][index] = value
         # stateless_call leaves the variables alone; the updated
         # non-trainable state it returns (unchanged in inference) is dropped.
-        logits, _ = model.stateless_call(
+        logits, _ = model_ref().stateless_call(
             values[0], values[1], xj, training=training
         )
         return _loss(logits, yj)
 
-    loss, grads = jax.value_and_grad(loss_of)([v.value for v in variables])
-    return float(loss), [_as_float32(g, v) for g, v in zip(grads, variables)]
+    per_model[key] = fn = jax.jit(jax.value_and_grad(loss_of))
+    return fn

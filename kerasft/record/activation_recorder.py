@@ -95,7 +95,7 @@ class ActivationRecorder(Recorder):
         if self._stats is None:
             self._groups = group_by_size([o.shape for o in outs],
                                          GROUP_ENTRIES)
-            self._stats = [TensorStats([outs[i].shape for i in g])
+            self._stats = [TensorStats.shared([outs[i].shape for i in g])
                            for g in self._groups]
         parts = [stats([outs[i] for i in g])
                  for stats, g in zip(self._stats, self._groups)]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 
+from kerasft import backend
 from kerasft.record import store
-from kerasft.record.recorder import Recorder, tracked_variables
+from kerasft.record.recorder import Recorder, to_numpy, tracked_variables
+from kerasft.record.tensor_stats import TensorStats
 
 
 class ProbeGradientRecorder(Recorder):
@@ -23,6 +26,10 @@ class ProbeGradientRecorder(Recorder):
         directory: the store directory (``<run>/record``).
         x, y: the probe batch (preprocessed images, labels).
         every_epochs: record every this many epochs. Defaults to `1`.
+        on_device: reduce the gradients on the device (`TensorStats`; only
+            counts, statistics and norms cross to the host) instead of
+            copying them to numpy. `None`: on an accelerator only.
+            Defaults to `None`.
 
     Example:
 
@@ -33,17 +40,33 @@ class ProbeGradientRecorder(Recorder):
 
     kind = "probe_gradients"
 
-    def __init__(self, directory, x, y, every_epochs: int = 1):
+    def __init__(self, directory, x, y, every_epochs: int = 1,
+                 on_device: bool | None = None):
         super().__init__(directory, every_epochs)
         self.x, self.y = np.asarray(x), np.asarray(y)
+        self.on_device = on_device
+        self._stats = None
 
     def record(self, epoch: int) -> None:
         from kerasft.backend.gradients import loss_and_gradients
 
+        if self.on_device is None:
+            self.on_device = backend.on_accelerator()
         variables = tracked_variables(self.model)
-        loss, grads = loss_and_gradients(self.model, self.x, self.y, variables)
+        loss, grads = loss_and_gradients(self.model, self.x, self.y, variables,
+                                         as_numpy=not self.on_device)
         names = [v.path for v in variables]
-        out = self.histograms(names, grads)
-        out["norms"] = np.array([np.linalg.norm(g.ravel()) for g in grads])
+        if self.on_device:
+            if self._stats is None or self._stats.sizes != [
+                    int(np.prod(v.shape)) for v in variables]:
+                self._stats = TensorStats.shared([v.shape for v in variables])
+            out = {"names": np.array(names), **self._stats(grads)}
+            ops = keras.ops
+            out["norms"] = to_numpy(ops.stack(
+                [ops.sqrt(ops.sum(ops.square(g))) for g in grads]))
+        else:
+            out = self.histograms(names, grads)
+            out["norms"] = np.array([np.linalg.norm(g.ravel())
+                                     for g in grads])
         out["loss"] = np.array(loss)
         store.write_npz(self.kind_dir / store.record_name(epoch), **out)

@@ -107,7 +107,8 @@ class WeightRecorder(Recorder):
 
     def _reduce_on_device(self, names) -> dict[str, np.ndarray]:
         if self._stats is None:
-            self._stats = TensorStats([v.shape for v in self._variables])
+            self._stats = TensorStats.shared(
+                [v.shape for v in self._variables])
         out = self._stats([v.value for v in self._variables],
                           initial=self._initial_device)
         with np.errstate(divide="ignore", invalid="ignore"):
