@@ -478,36 +478,49 @@ def _small_conv_model():
     return model
 
 
-def test_probe_gradients_on_device_write_what_the_numpy_path_writes(
-        tmp_path):
-    """Probe-batch gradients reduced on the device (the default on a GPU)
-    give the numpy path's record, twice over one fit (the compiled JAX
-    gradient is reused and sees the moved weights)."""
+def _both_ways(tmp_path, kind, recorder, epochs, seed):
+    """`kind`'s records from a fresh `_small_conv_model` fitted `epochs`
+    epochs with ``recorder(directory, x, y, on_device)``, reduced in numpy
+    and on the device: the bins, counts and non-finite counts must be
+    equal, every record; returns the two runs' records, epoch by epoch
+    (numpy's, the device's)."""
     from kerasft import load_run
-    from kerasft.record import ProbeGradientRecorder
 
-    rng = np.random.default_rng(5)
+    rng = np.random.default_rng(seed)
     x = rng.normal(size=(12, 8, 8, 3)).astype("float32")
     y = rng.integers(0, 2, 12)
     records = {}
     for on_device in (False, True):
         model = _small_conv_model()
         d = tmp_path / str(on_device)
-        model.fit(x, y, batch_size=6, epochs=2, verbose=0, shuffle=False,
-                  callbacks=[ProbeGradientRecorder(d / "record", x[:5], y[:5],
-                                                   on_device=on_device)])
-        records[on_device] = load_run(d).records["probe_gradients"]
-    for e in (0, 1, 2):
-        a, b = records[False][e], records[True][e]
-        np.testing.assert_array_equal(a["names"], b["names"])
-        np.testing.assert_array_equal(a["edges"], b["edges"])
-        np.testing.assert_array_equal(a["counts"], b["counts"])
-        np.testing.assert_array_equal(a["nonfinite"], b["nonfinite"])
+        model.fit(x, y, batch_size=6, epochs=epochs, verbose=0,
+                  shuffle=False,
+                  callbacks=[recorder(d / "record", x[:5], y[:5], on_device)])
+        records[on_device] = load_run(d).records[kind]
+    host, device = ([records[on][e] for e in range(epochs + 1)]
+                    for on in (False, True))
+    for a, b in zip(host, device):
+        for key in ("names", "edges", "counts", "nonfinite"):
+            np.testing.assert_array_equal(a[key], b[key])
+    return host, device
+
+
+def test_probe_gradients_on_device_write_what_the_numpy_path_writes(
+        tmp_path):
+    """Probe-batch gradients reduced on the device (the default on a GPU)
+    give the numpy path's record, twice over one fit (the compiled JAX
+    gradient is reused and sees the moved weights)."""
+    from kerasft.record import ProbeGradientRecorder
+
+    host, device = _both_ways(
+        tmp_path, "probe_gradients",
+        lambda d, x, y, on: ProbeGradientRecorder(d, x, y, on_device=on),
+        epochs=2, seed=5)
+    for a, b in zip(host, device):
         for key in ("stats", "norms", "loss"):
             np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-7)
-    assert records[True][2]["loss"] != records[True][0]["loss"]
-    assert not np.array_equal(records[True][2]["counts"],
-                              records[True][0]["counts"])
+    assert device[2]["loss"] != device[0]["loss"]
+    assert not np.array_equal(device[2]["counts"], device[0]["counts"])
 
 
 def test_activation_recorder_on_device_writes_what_the_numpy_path_writes(
@@ -516,33 +529,19 @@ def test_activation_recorder_on_device_writes_what_the_numpy_path_writes(
     a GPU, here in three groups) give the numpy path's record: the same
     bins and counts, the same dead channels, statistics to float32
     round-off."""
-
-    from kerasft import load_run
     from kerasft.record import ActivationRecorder, activation_recorder
 
     monkeypatch.setattr(activation_recorder, "GROUP_ENTRIES", 200)
-
-    rng = np.random.default_rng(4)
-    x = rng.normal(size=(12, 8, 8, 3)).astype("float32")
-    y = rng.integers(0, 2, 12)
-    records = {}
-    for on_device in (False, True):
-        model = _small_conv_model()
-        d = tmp_path / str(on_device)
-        model.fit(x, y, batch_size=6, epochs=1, verbose=0, shuffle=False,
-                  callbacks=[ActivationRecorder(d / "record", x[:5],
-                                                on_device=on_device)])
-        records[on_device] = load_run(d).records["activations"]
-    for e in (0, 1):
-        a, b = records[False][e], records[True][e]
-        assert list(a["names"]) == list(b["names"]) == ["c1", "c2", "dense"]
-        np.testing.assert_array_equal(a["edges"], b["edges"])
-        np.testing.assert_array_equal(a["counts"], b["counts"])
-        np.testing.assert_array_equal(a["nonfinite"], b["nonfinite"])
+    host, device = _both_ways(
+        tmp_path, "activations",
+        lambda d, x, y, on: ActivationRecorder(d, x, on_device=on),
+        epochs=1, seed=4)
+    for a, b in zip(host, device):
+        assert list(a["names"]) == ["c1", "c2", "dense"]
         np.testing.assert_array_equal(a["dead_fraction"], b["dead_fraction"])
         np.testing.assert_allclose(a["stats"], b["stats"], rtol=1e-5,
                                    atol=1e-6)
-    assert records[True][1]["dead_fraction"][1] >= 0.25
+    assert device[1]["dead_fraction"][1] >= 0.25
     assert activation_recorder.group_by_size(
         [(5, 6, 6, 6), (5, 4, 4, 4), (5, 2)], 200) == [[0], [1], [2]]
 
