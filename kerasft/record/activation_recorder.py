@@ -7,9 +7,8 @@ import re
 import keras
 import numpy as np
 
-from kerasft import backend
 from kerasft.record import store
-from kerasft.record.recorder import Recorder, to_numpy
+from kerasft.record.recorder import Recorder, reduces_on_device, to_numpy
 from kerasft.record.tensor_stats import TensorStats
 
 _BLOCK = re.compile(r"^(conv\d_block\d+_out|conv1_relu|pool1_pool|post_relu|head_pool)$")
@@ -76,9 +75,7 @@ class ActivationRecorder(Recorder):
 
     def record(self, epoch: int) -> None:
         outs = self._probe_model(self.x, training=False)
-        if self.on_device is None:
-            self.on_device = backend.on_accelerator()
-        out = (self._reduce_on_device(outs) if self.on_device
+        out = (self._reduce_on_device(outs) if reduces_on_device(self)
                else self._reduce_on_host(outs))
         store.write_npz(self.kind_dir / store.record_name(epoch), **out)
 

@@ -5,9 +5,13 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from kerasft import backend
 from kerasft.record import store
-from kerasft.record.recorder import Recorder, to_numpy, tracked_variables
+from kerasft.record.recorder import (
+    Recorder,
+    reduces_on_device,
+    to_numpy,
+    tracked_variables,
+)
 from kerasft.record.tensor_stats import TensorStats
 
 
@@ -45,22 +49,18 @@ class ProbeGradientRecorder(Recorder):
         super().__init__(directory, every_epochs)
         self.x, self.y = np.asarray(x), np.asarray(y)
         self.on_device = on_device
-        self._stats = None
 
     def record(self, epoch: int) -> None:
         from kerasft.backend.gradients import loss_and_gradients
 
-        if self.on_device is None:
-            self.on_device = backend.on_accelerator()
+        on_device = reduces_on_device(self)
         variables = tracked_variables(self.model)
         loss, grads = loss_and_gradients(self.model, self.x, self.y, variables,
-                                         as_numpy=not self.on_device)
+                                         as_numpy=not on_device)
         names = [v.path for v in variables]
-        if self.on_device:
-            if self._stats is None or self._stats.sizes != [
-                    int(np.prod(v.shape)) for v in variables]:
-                self._stats = TensorStats.shared([v.shape for v in variables])
-            out = {"names": np.array(names), **self._stats(grads)}
+        if on_device:
+            stats = TensorStats.shared([v.shape for v in variables])
+            out = {"names": np.array(names), **stats(grads)}
             ops = keras.ops
             out["norms"] = to_numpy(ops.stack(
                 [ops.sqrt(ops.sum(ops.square(g))) for g in grads]))

@@ -25,6 +25,17 @@ def tracked_variables(model: keras.Model) -> list:
     return [v for v in model.weights if id(v) not in skip]
 
 
+def reduces_on_device(recorder) -> bool:
+    """Whether `recorder` reduces where the tensors live: its ``on_device``
+    if given, else on an accelerator only (on a CPU the "device" is host
+    memory, where numpy is as fast or faster). Settles ``on_device``."""
+    if recorder.on_device is None:
+        from kerasft import backend
+
+        recorder.on_device = backend.on_accelerator()
+    return recorder.on_device
+
+
 def to_numpy(value) -> np.ndarray:
     """A tensor or variable as numpy, 16-bit floats widened to float32.
 
@@ -92,6 +103,7 @@ class Recorder(keras.callbacks.Callback):
         raise NotImplementedError
 
     # helpers shared by the histogram kinds
+
 
     def histograms(self, names, arrays) -> dict[str, np.ndarray]:
         """``names``, ``edges``, ``counts``, ``stats`` and ``nonfinite`` of

@@ -7,7 +7,11 @@ import numpy as np
 
 from kerasft import backend
 from kerasft.record import store
-from kerasft.record.recorder import to_numpy, tracked_variables
+from kerasft.record.recorder import (
+    reduces_on_device,
+    to_numpy,
+    tracked_variables,
+)
 
 
 class UpdateRatioRecorder(keras.callbacks.Callback):
@@ -64,15 +68,13 @@ class UpdateRatioRecorder(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self._variables = tracked_variables(self.model)
-        if self.on_device is None:
-            self.on_device = backend.on_accelerator()
         if self._table is None:
             self._table = store.TableWriter(
                 f"{self.directory}/update_ratios.csv",
                 ["step", "epoch", *(v.path for v in self._variables)],
             )
         # A new window starts with every fit (phases may change the model).
-        if self.on_device:
+        if reduces_on_device(self):
             _, _, self._previous = backend.window_norms(self._values())
         else:
             self._previous = [to_numpy(v).copy() for v in self._variables]

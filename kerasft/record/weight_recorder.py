@@ -5,9 +5,13 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from kerasft import backend
 from kerasft.record import store
-from kerasft.record.recorder import Recorder, to_numpy, tracked_variables
+from kerasft.record.recorder import (
+    Recorder,
+    reduces_on_device,
+    to_numpy,
+    tracked_variables,
+)
 from kerasft.record.tensor_stats import TensorStats
 
 
@@ -67,9 +71,7 @@ class WeightRecorder(Recorder):
     def start_from(self, model: keras.Model) -> None:
         self._variables = tracked_variables(model)
         self._initial = [to_numpy(v).copy() for v in self._variables]
-        if self.on_device is None:
-            self.on_device = backend.on_accelerator()
-        if self.on_device:
+        if reduces_on_device(self):
             self._initial_device = [
                 keras.ops.copy(v.value) for v in self._variables]
             self._initial_norm = np.array(
