@@ -136,7 +136,7 @@ def loss_and_gradients(
             unique.append(v)
 
     backend = keras.backend.backend()
-    impl: dict[str, Callable[..., tuple[float, list[np.ndarray]]]] = {
+    impl: dict[str, Callable[..., tuple[float, list[Any]]]] = {
         "tensorflow": _tensorflow,
         "torch": _torch,
         "jax": _jax,
@@ -174,7 +174,7 @@ def _float32(grad: Any, variable: Any, as_numpy: bool) -> Any:
 def _tensorflow(
     model: Any, x: np.ndarray, y: np.ndarray, variables: list[Any],
     training: bool = False,
-) -> tuple[float, list[np.ndarray]]:
+) -> tuple[float, list[Any]]:
     import tensorflow as tf
 
     # `.value` is the underlying tf.Variable (outside an autocast scope).
@@ -196,7 +196,7 @@ def _tensorflow(
 def _torch(
     model: Any, x: np.ndarray, y: np.ndarray, variables: list[Any],
     training: bool = False,
-) -> tuple[float, list[np.ndarray]]:
+) -> tuple[float, list[Any]]:
     import keras
     import torch
 
@@ -231,7 +231,7 @@ def _torch(
 def _jax(
     model: Any, x: np.ndarray, y: np.ndarray, variables: list[Any],
     training: bool = False,
-) -> tuple[float, list[np.ndarray]]:
+) -> tuple[float, list[Any]]:
     import jax.numpy as jnp
 
     # The keras.Variables lag behind fit's own state under JAX.

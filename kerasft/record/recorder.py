@@ -104,7 +104,6 @@ class Recorder(keras.callbacks.Callback):
 
     # helpers shared by the histogram kinds
 
-
     def histograms(self, names, arrays) -> dict[str, np.ndarray]:
         """``names``, ``edges``, ``counts``, ``stats`` and ``nonfinite`` of
         `arrays`; each histogram's edges follow the store's bin rule

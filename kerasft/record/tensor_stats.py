@@ -141,16 +141,19 @@ class TensorStats:
         # (sorted=False: TensorFlow takes num_segments only then)
         return fn(row_values, row_tensor, num_segments=len(self.sizes))
 
-    def _min_max(self, x, finite, row_tensor):
+    def _min_max(self, x, finite, row_tensor, some=None):
         """Each tensor's finite min and max; (inf, -inf) where it has none
-        (TensorFlow's segment max starts from -FLT_MAX, not -inf)."""
+        (TensorFlow's segment max starts from -FLT_MAX, not -inf). `some`:
+        (V,) whether each tensor has a finite entry, if already known."""
         ops = keras.ops
         lo = -self._per_tensor(-ops.min(ops.where(finite, x, np.inf), axis=1),
                                row_tensor, "max")
         hi = self._per_tensor(ops.max(ops.where(finite, x, -np.inf), axis=1),
                               row_tensor, "max")
-        some = self._per_tensor(ops.cast(ops.any(finite, axis=1), "float32"),
-                                row_tensor, "max") > 0
+        if some is None:
+            some = self._per_tensor(
+                ops.cast(ops.any(finite, axis=1), "float32"), row_tensor,
+                "max") > 0
         return ops.where(some, lo, np.inf), ops.where(some, hi, -np.inf)
 
     def _range(self, values, const):
@@ -210,7 +213,7 @@ class TensorStats:
         mean = self._per_tensor(ops.sum(vz, axis=1), seg) / n
         dev = ops.where(finite, x - ops.expand_dims(ops.take(mean, seg), 1),
                         0.0)
-        lo, hi = self._min_max(x, finite, seg)
+        lo, hi = self._min_max(x, finite, seg, some=nf > 0)
         out["moments"] = ops.stack([
             mean,
             ops.sqrt(self._per_tensor(ops.sum(dev * dev, axis=1), seg) / n),
