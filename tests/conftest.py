@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import shutil
 import socket
 from pathlib import Path
 
@@ -118,6 +119,23 @@ def only_run_dir(parent: Path) -> Path:
     runs = [p for p in parent.iterdir() if p.is_dir()]
     assert len(runs) == 1, runs
     return runs[0]
+
+
+@pytest.fixture(scope="module")
+def module_tmp(tmp_path_factory, request):
+    """A folder for one test module's shared runs, deleted after the
+    module's last test unless one of its tests failed.
+
+    pytest deletes a passed test's `tmp_path` at once
+    (`tmp_path_retention_policy`), but folders from `tmp_path_factory` live
+    until the session ends; at ~0.7 GB a run directory, the module-scoped
+    runs of a whole suite would pile up on a CI disk.
+    """
+    path = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1])
+    failed = request.session.testsfailed
+    yield path
+    if request.session.testsfailed == failed:
+        shutil.rmtree(path)
 
 
 @pytest.fixture(scope="session")

@@ -198,12 +198,12 @@ SAME_START = ("hist_distance", "weight_diff", "probe", "divergences",
 
 
 @pytest.fixture(scope="module")
-def head_run(tmp_path_factory):
+def head_run(module_tmp):
     """A second real run: plan head, seed 7 (so another start), 1 step,
     only the recorders the compare views read."""
     from conftest import REPO, only_run_dir
 
-    out = tmp_path_factory.mktemp("head")
+    out = module_tmp / "head"
     old = os.getcwd()
     os.chdir(REPO)
     try:

@@ -51,9 +51,8 @@ def _train(backend, out, extra=()):
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    base = tmp_path_factory.mktemp("parity")
-    return {b: _train(b, base / b) for b in BACKENDS}
+def runs(module_tmp):
+    return {b: _train(b, module_tmp / b) for b in BACKENDS}
 
 
 def test_all_three_start_from_the_same_weights_with_no_flag(runs):

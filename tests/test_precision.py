@@ -21,8 +21,8 @@ RUN_ARGS = [
 ]
 
 
-def _train(tmp_path_factory, precision, *extra):
-    out = tmp_path_factory.mktemp(precision)
+def _train(parent, precision, *extra):
+    out = parent / precision
     old = os.getcwd()
     os.chdir(REPO)
     try:
@@ -35,8 +35,8 @@ def _train(tmp_path_factory, precision, *extra):
 
 
 @pytest.fixture(scope="module")
-def bf16_run(tmp_path_factory):
-    return _train(tmp_path_factory, "mixed_bfloat16")
+def bf16_run(module_tmp):
+    return _train(module_tmp, "mixed_bfloat16")
 
 
 def _tiny_model(policy):
@@ -187,14 +187,14 @@ def test_gradient_tap_records_unscaled_gradients_under_loss_scaling():
 
 
 @SLOW_OFF_TORCH
-def test_float16_run_trains_with_loss_scaling(tmp_path_factory):
+def test_float16_run_trains_with_loss_scaling(tmp_path):
     """mixed_float16 runs on CPU on every backend (torch, tensorflow and
     jax all have float16 kernels there): Keras's LossScaleOptimizer is in
     effect, and the recorded gradient norms are the unscaled ones."""
     import keras
 
     # only what this test reads: weights and the gradient recorders
-    run = _train(tmp_path_factory, "mixed_float16", "--no-report",
+    run = _train(tmp_path, "mixed_float16", "--no-report",
                  *[a for k in ("update_ratios", "activations",
                                "embeddings", "batchnorm", "feature_maps",
                                "tensorboard")

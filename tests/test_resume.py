@@ -61,9 +61,9 @@ def _h5_arrays(path: Path) -> dict[str, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def reference_run(tmp_path_factory):
+def reference_run(module_tmp):
     """The uninterrupted run every resumed one is compared with."""
-    out = tmp_path_factory.mktemp("reference")
+    out = module_tmp / "reference"
     r = _train(out, *RESUME_ARGS, "--out", out)
     assert r.returncode == 0, r.stderr[-3000:]
     return only_run_dir(out)

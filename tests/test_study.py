@@ -32,12 +32,12 @@ assert set(TINY[2:8]) <= set(FLAGS)  # the same tiny data as the other tests
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory):
+def study(module_tmp):
     """A head vs full study trained through the library API, as
     (study folder, StudyResult, progress lines)."""
     from kerasft.study import run_study
 
-    out = tmp_path_factory.mktemp("study") / "s"
+    out = module_tmp / "study" / "s"
     lines = []
     # the overrides in the order the CLI builds them from FLAGS (--set
     # first, then the shorthands), so that the CLI rerun is the same study
