@@ -29,8 +29,9 @@ when the entries' absolute sum passes float32's 3.4e38. With
 ``skip_nonfinite`` (set by `kerasft.train.NonFiniteGuard`) such a step's
 update is not applied, so the weights stay those the faulty step started
 from and the step can be recomputed. That costs one host read per step on
-torch (the Python `if`), a `cond` on TensorFlow and a select over the
-optimizer's variables on JAX (fused by XLA into the update).
+torch (the Python `if`), a `cond` on TensorFlow, and on JAX a
+`jax.lax.cond` whose branches return the update's new values or the old
+ones (a select per variable after the update compiles 6x slower).
 """
 
 from __future__ import annotations
@@ -208,18 +209,48 @@ class GradientTap:
         return None
 
     def _apply_unless_jax(self, bad, grads, trainable_variables):
-        """Under JAX's stateless step a `cond` cannot hold the update's
-        variable writes: apply, then select the old values back."""
-        ops = keras.ops
+        """The update inside a `jax.lax.cond`, as values.
+
+        Under JAX's stateless step the update's variable writes go to the
+        trainer's `StatelessScope`, which a traced branch cannot write to.
+        So the branch runs the update in its own scope over the values it
+        is given (the mapping Keras's own `stateless_apply` uses: the
+        optimizer's variables and the trainable ones) and returns the new
+        values; the skipping branch returns them unchanged; the outer scope
+        then takes the chosen ones. Applying the update and selecting the
+        old values back (`where` per variable) does the same, but made
+        XLA's CPU compile of a ResNet50 train step ~6x slower (153 s
+        instead of 26 s without the skip; `benchmarks/nonfinite_guard.py`
+        prints it).
+        """
+        import jax
+
+        target = self._target
         own = {id(v) for v in self._own}
         tvars = (list(trainable_variables) if trainable_variables is not None
-                 else list(self._target._trainable_variables))
-        kept = [v for v in self._target.variables if id(v) not in own] + tvars
-        before = [v.value for v in kept]
-        result = self._original_apply(grads, trainable_variables)
-        for v, old in zip(kept, before):
-            v.assign(ops.where(bad, old, v.value))
-        return result
+                 else list(target._trainable_variables))
+        mapped, seen = [], set()
+        for v in [*target.variables, *target._trainable_variables, *tvars]:
+            if id(v) not in seen:
+                seen.add(id(v))
+                mapped.append(v)
+        # written by the update: all but the tap's own scratch variables
+        kept = [v for v in mapped if id(v) not in own]
+
+        def update(values):
+            with keras.StatelessScope(
+                    state_mapping=list(zip(mapped, values))) as scope:
+                self._original_apply(grads, trainable_variables)
+            return [scope.get_current_value(v) for v in kept]
+
+        def skip(values):
+            by_id = dict(zip(map(id, mapped), values))
+            return [by_id[id(v)] for v in kept]
+
+        new = jax.lax.cond(bad, skip, update, [v.value for v in mapped])
+        for v, value in zip(kept, new):
+            v.assign(value)
+        return None
 
     def _watch_torch(self, grads, trainable_variables):
         import torch
