@@ -235,7 +235,8 @@ class GradientTap:
                 seen.add(id(v))
                 mapped.append(v)
         # written by the update: all but the tap's own scratch variables
-        kept = [v for v in mapped if id(v) not in own]
+        at = [i for i, v in enumerate(mapped) if id(v) not in own]
+        kept = [mapped[i] for i in at]
 
         def update(values):
             with keras.StatelessScope(
@@ -244,8 +245,7 @@ class GradientTap:
             return [scope.get_current_value(v) for v in kept]
 
         def skip(values):
-            by_id = dict(zip(map(id, mapped), values))
-            return [by_id[id(v)] for v in kept]
+            return [values[i] for i in at]
 
         new = jax.lax.cond(bad, skip, update, [v.value for v in mapped])
         for v, value in zip(kept, new):
