@@ -206,6 +206,35 @@ def test_nonfinite_gradient_with_finite_loss_is_not_applied():
     assert not hasattr(model.optimizer, "_kerasft_gradient_tap")
 
 
+@pytest.mark.parametrize("fused", [True, False], ids=["gpu-fused",
+                                                     "cpu-sums"])
+def test_torch_gradient_check_flags_exactly_the_nonfinite_ones(
+        fused, backend_name):
+    """Both of torch's reductions (the fused L1 norm a GPU uses, the sums a
+    CPU uses) flag a gradient exactly when it holds a NaN or inf, including
+    +inf and -inf in one tensor, whose sum is NaN."""
+    if backend_name != "torch":
+        pytest.skip("the torch reduction")
+    import torch
+
+    from kerasft.backend.gradient_tap import _nonfinite_torch
+
+    big = np.float32(3e38)
+    grads = [
+        torch.ones(5, 3),
+        torch.tensor([1.0, float("nan"), 2.0]),
+        torch.tensor([[float("inf"), 1.0], [0.0, -float("inf")]]),
+        torch.tensor([-float("inf"), 0.0]),
+        torch.tensor([big, -big / 2]),  # large but finite; sum 1.5e38
+        torch.zeros(()),
+    ]
+    flags = _nonfinite_torch(grads, fused=fused)
+    want = [False, True, True, True, False, False]
+    if fused:  # the L1 norm does not cancel: 4.5e38 overflows
+        want[4] = True
+    assert flags.tolist() == want
+
+
 def test_json_files_are_strict(tmp_path):
     from kerasft.rundir import read_json, write_json
 
