@@ -118,7 +118,7 @@ def test_poisoned_training_batch_names_step_and_input(cli, tmp_path,
     assert "non-finite entries" in r.err
 
 
-def _tiny_model(keras, seed_everything):
+def _tiny_model(keras, seed_everything, jit_compile="auto"):
     seed_everything(3)
     inputs = keras.Input((4,))
     h = keras.layers.Dense(3, name="dense_a")(inputs)
@@ -129,8 +129,16 @@ def _tiny_model(keras, seed_everything):
     model.get_layer("dense_a").bias.trainable = False
     model.compile(optimizer=keras.optimizers.SGD(0.1),
                   loss=keras.losses.SparseCategoricalCrossentropy(
-                      from_logits=True))
+                      from_logits=True), jit_compile=jit_compile)
     return model
+
+
+def _jit_compile(param, backend_name):
+    """`jit_compile=True` is tested on torch (torch.compile); elsewhere it is
+    the default already (jax) or the same path (tensorflow)."""
+    if param and backend_name != "torch":
+        pytest.skip("torch.compile: torch only")
+    return True if param else "auto"
 
 
 def test_poisoned_validation_batch_stops_in_validation():
@@ -166,17 +174,22 @@ def test_poisoned_validation_batch_stops_in_validation():
     assert "epoch 1, validation batch 2" in str(info.value)
 
 
-def test_nonfinite_gradient_with_finite_loss_is_not_applied():
+@pytest.mark.parametrize("jit", [False, True], ids=["default", "torch.compile"])
+def test_nonfinite_gradient_with_finite_loss_is_not_applied(jit,
+                                                            backend_name):
     """sqrt at 0: a finite forward and loss, a NaN gradient. The guard
-    stops at that step, names the variable, and the update never lands."""
+    stops at that step, names the variable, and the update never lands
+    (under torch.compile too)."""
     import keras
 
     from kerasft.backend import seed_everything
     from kerasft.errors import NonFiniteError
     from kerasft.train.nonfinite_guard import NonFiniteGuard
 
+    jit_compile = _jit_compile(jit, backend_name)
+
     def build():
-        return _tiny_model(keras, seed_everything)
+        return _tiny_model(keras, seed_everything, jit_compile)
 
     x = np.ones((8, 4), "float32")
     x[4:] = 0.0  # batch 2: dense_a's output is its bias, 0
@@ -204,6 +217,40 @@ def test_nonfinite_gradient_with_finite_loss_is_not_applied():
     for got, want in zip(model.get_weights(), reference.get_weights()):
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
     assert not hasattr(model.optimizer, "_kerasft_gradient_tap")
+
+
+def test_torch_compile_records_the_eager_gradients_and_compiles_once(
+        backend_name):
+    """`train.jit_compile: true` on torch: the gradient tap records the same
+    norms at the same steps as eager torch, and its step count does not
+    make dynamo compile the update again at every step."""
+    if backend_name != "torch":
+        pytest.skip("torch.compile: torch only")
+    import keras
+    from torch._dynamo.utils import counters
+
+    from kerasft.backend import seed_everything
+    from kerasft.backend.gradient_tap import GradientTap
+
+    rng = np.random.default_rng(0)
+    x = rng.random((24, 4), dtype=np.float32) + 0.5  # sqrt(|t|) away from 0
+    y = rng.integers(0, 2, 24)
+    taps = {}
+    for jit in ("auto", True):
+        model = _tiny_model(keras, seed_everything, jit)
+        tap = taps[jit] = GradientTap.attach(model.optimizer,
+                                             model.trainable_variables)
+        tap.schedule(every=4)
+        graphs = []
+        for _ in range(2):  # 6 steps an epoch: 1 recorded, 5 not
+            model.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0)
+            graphs.append(counters["stats"]["unique_graphs"])
+        if jit is True:
+            assert graphs[1] == graphs[0], graphs  # no new graph in epoch 2
+    eager, compiled = taps["auto"], taps[True]
+    assert compiled.recorded_count() == eager.recorded_count() == 12
+    np.testing.assert_allclose(compiled.read_norms(), eager.read_norms(),
+                               rtol=1e-5)
 
 
 @pytest.mark.parametrize("fused", [True, False], ids=["gpu-fused",

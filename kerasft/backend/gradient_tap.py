@@ -125,6 +125,10 @@ class GradientTap:
                 )
                 self.state.assign(np.array(self._py_state, "int32"))
                 self._own.append(self.state)
+        if self._eager:
+            import torch
+
+            self._torch_step = torch.compiler.disable(self._tap_torch)
         self._original_apply = target.apply
         target.apply = self._apply
         setattr(optimizer, _ATTR, self)
@@ -183,20 +187,14 @@ class GradientTap:
 
     def _apply(self, grads, trainable_variables=None):
         if self._eager:
-            s = self._py_state
-            s[_COUNT] += 1
-            if _due(s[_COUNT], s[_EVERY], s[_PHASE], s[_LAST]):
-                s[_RECORDED] = s[_COUNT]
-                self._record_torch(grads, trainable_variables)
-            bad = self._watch_torch(grads, trainable_variables)
+            bad = self._torch_step(grads, trainable_variables)
         else:
             self._record_compiled(grads, trainable_variables)
             bad = self._watch_compiled(grads, trainable_variables)
         if not self.skip_nonfinite or bad is None:
             return self._original_apply(grads, trainable_variables)
         if self._eager:
-            # The one host read of the step (a sync on a GPU).
-            if bool(bad):
+            if bad:  # a Python bool (`_tap_torch` read it)
                 return None
             return self._original_apply(grads, trainable_variables)
         if self._jax:
@@ -252,6 +250,31 @@ class GradientTap:
         for v, value in zip(kept, new):
             v.assign(value)
         return None
+
+    def _tap_torch(self, grads, trainable_variables):
+        """torch's step work: count, record when due, watch.
+
+        Returns None (no gradient), the watch's flag as a device tensor, or,
+        with ``skip_nonfinite``, that flag read to a Python bool (the one
+        host read of the step, a sync on a GPU).
+
+        Always runs eagerly (`_torch_step` is this method wrapped in
+        `torch.compiler.disable`): under `jit_compile=True` Keras hands the
+        train step to `torch.compile`, and dynamo would otherwise
+        specialise on the Python step count and compile the optimizer's
+        update again at every step, until its recompile limit (measured:
+        ~1 minute a step for ResNet50 on a CPU), and break the graph with
+        a warning at the host read.
+        """
+        s = self._py_state
+        s[_COUNT] += 1
+        if _due(s[_COUNT], s[_EVERY], s[_PHASE], s[_LAST]):
+            s[_RECORDED] = s[_COUNT]
+            self._record_torch(grads, trainable_variables)
+        bad = self._watch_torch(grads, trainable_variables)
+        if self.skip_nonfinite and bad is not None:
+            return bool(bad)
+        return bad
 
     def _watch_torch(self, grads, trainable_variables):
         import torch
