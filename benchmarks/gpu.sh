@@ -16,7 +16,8 @@
 # run, so a short device lease can take them in two calls), PRECISION
 # (default mixed_bfloat16), SMALL=1 for tiny sizes, OUT (where the logs go),
 # PYTHON (default python3), and each part's time limit T_LIMIT, R_LIMIT,
-# G_LIMIT, I_LIMIT (seconds) and kerasft-loop worker counts T_WORKERS.
+# G_LIMIT, I_LIMIT (seconds), kerasft-loop worker counts T_WORKERS and
+# more throughput.py flags T_EXTRA (e.g. "--switch-interval 0.0005").
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu-bench}
@@ -40,7 +41,7 @@ else
     # torch step there takes ~150 ms (eager), a jax step ~15 ms, and jax
     # compiles each model's step for ~20 s.
     SIZE=224; T_LIMIT=${T_LIMIT:-150}
-    T_ARGS="--steps 20 --repeats 3 --workers ${T_WORKERS:-16,4,2} --profile"
+    T_ARGS="--steps 20 --repeats 3 --workers ${T_WORKERS:-16,4,2} --profile ${T_EXTRA:-}"
     R_ARGS=${R_ARGS:-"--max-train-images 320 --repeats 2 --trials 10 --trial-steps 5 --record-repeats 3"}
     R_LIMIT=${R_LIMIT:-240}
     I_ARGS=${I_ARGS:-"--jpegs 200 --cifar-throughput-images 1024 --rounds 2"}

@@ -54,7 +54,16 @@ def main() -> None:
                    help="after the timings, one more kerasft fit (first "
                    "worker count) under cProfile: where the thread that "
                    "feeds the model spends its time")
+    p.add_argument("--switch-interval", type=float, default=None,
+                   help="sys.setswitchinterval for the whole run (Python's "
+                   "default 0.005 s): whether the GIL hand-over between "
+                   "the data threads and the thread that feeds the model "
+                   "limits the loop (see README, \"Measured on GPUs\")")
     args = p.parse_args()
+    if args.switch_interval is not None:
+        import sys
+
+        sys.setswitchinterval(args.switch_interval)
     jit = {"auto": "auto", "true": True, "false": False}[args.jit_compile]
 
     import keras
@@ -151,7 +160,8 @@ def main() -> None:
         f"{args.arch} {args.plan} {args.image_size}px batch {bs}, "
         f"{args.precision}, jit_compile {ours.jit_compile}, "
         f"{steps} steps/epoch x {args.epochs} epoch(s) per timed "
-        f"fit, median of {args.repeats}"
+        f"fit, median of {args.repeats}, GIL switch interval "
+        f"{__import__('sys').getswitchinterval() * 1e3:g} ms"
     )
     print(f"  input pipeline, 1 thread {pipe:9.1f} img/s "
           f"({pipe / best:.1f}x the training speed)")

@@ -284,7 +284,9 @@ class TrainConfig:
             Defaults to `"float32"`.
         jit_compile: `auto`, `true` or `false`, passed to `model.compile`.
             `auto` is Keras's own choice per backend: torch runs eagerly
-            (`true` would use `torch.compile`), tensorflow compiles with
+            (`true` uses `torch.compile`, which Keras's torch step does
+            not profit from; see `kerasft.backend.jit_compile_note`),
+            tensorflow compiles with
             XLA on a GPU and not on a CPU-only machine, jax always compiles
             with XLA (`false` runs the step un-jitted, very slowly).
             Defaults to `"auto"`.

@@ -68,6 +68,22 @@ def test_bad_jit_compile_is_a_config_error(cli):
     assert "train.jit_compile" in r.err and "'fast'" in r.err
 
 
+def test_torch_compile_is_explained_before_training(cli, backend_name,
+                                                    tmp_path):
+    """`train.jit_compile: true` prints, before the data is even read,
+    what torch.compile does to Keras's torch step; other backends and
+    `auto` print nothing about it."""
+    missing = tmp_path / "no-such-folder"
+    for jit in ("true", "auto"):
+        r = cli(["train", "-c", "quickstart", "--set", f"train.jit_compile={jit}",
+                 "--set", "data.source=folder", "--set", f"data.path={missing}",
+                 "--out", tmp_path / "runs"])
+        assert r.code == 2 and str(missing) in r.err, r  # failed on the data
+        said = "torch.compile" in r.out and "backward()" in r.out
+        assert said == (jit == "true" and backend_name == "torch"), r.out
+    assert not (tmp_path / "runs").exists()
+
+
 def test_the_policy_does_not_leak_out_of_model_building():
     import keras
 

@@ -133,6 +133,28 @@ def on_accelerator() -> bool:
     return not device().startswith("cpu")
 
 
+def jit_compile_note(jit_compile) -> str | None:
+    """What `train.jit_compile` does on this backend that a user would not
+    expect, in one line (None: nothing to say).
+
+    torch: `true` hands Keras's train step to `torch.compile`. Keras's torch
+    step calls ``loss.backward()`` inside it, where dynamo breaks the graph,
+    so the backward pass and the optimizer's update are never compiled;
+    ResNet's layers then reach dynamo's recompile limit in Keras's layer
+    code (torch logs a warning for each). Measured on a CPU with plain
+    `model.fit` (README, "Precision and GPUs"): a 4-minute compile, then
+    steps 1.4x slower than eager.
+    """
+    if jit_compile is True and name() == "torch":
+        return ("train.jit_compile: true on torch runs Keras's train step "
+                "through torch.compile, which stops at backward() (the "
+                "backward pass and the update stay eager) and recompiles "
+                "ResNet's layers up to dynamo's limit: expect minutes of "
+                "compiling and steps no faster than `auto` (eager; on a "
+                "CPU they were 1.4x slower)")
+    return None
+
+
 def _window_norms_keras(current, previous):
     """`window_norms` in `keras.ops` (compiled on TensorFlow and JAX)."""
     import keras

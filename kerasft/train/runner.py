@@ -483,6 +483,9 @@ def train(
     determinism = backend.enable_determinism() if cfg.train.deterministic else []
     for note in determinism:
         print(f"kerasft: determinism: {note}")
+    jit_note = backend.jit_compile_note(cfg.train.jit_compile)
+    if jit_note:
+        print(f"kerasft: note: {jit_note}")
     backend.seed_everything(cfg.seed)
     if splits is None:
         splits = load_splits(cfg.data, cfg.seed)
