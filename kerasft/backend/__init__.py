@@ -150,8 +150,8 @@ def jit_compile_note(jit_compile) -> str | None:
                 "through torch.compile, which stops at backward() (the "
                 "backward pass and the update stay eager) and recompiles "
                 "ResNet's layers up to dynamo's limit: expect minutes of "
-                "compiling and steps no faster than `auto` (eager; on a "
-                "CPU they were 1.4x slower)")
+                "compiling; measured on a CPU, its steps were 1.4x slower "
+                "than `auto` (eager), and it is not measured on a GPU")
     return None
 
 
