@@ -31,7 +31,7 @@ export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
 if [ "${SMALL:-0}" = 1 ]; then
-    SIZE=32; T_ARGS="--steps 4 --repeats 2 --workers 2,1 --profile"
+    SIZE=32; T_ARGS="--steps 4 --repeats 2 --workers 2,1 --profile ${T_EXTRA:-}"
     T_LIMIT=240
     R_ARGS="--max-train-images 128 --repeats 1 --trials 3 --trial-steps 2 --record-repeats 1"
     R_LIMIT=300; I_ARGS="--jpegs 16 --cifar-throughput-images 64 --rounds 1"
