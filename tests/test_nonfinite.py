@@ -246,6 +246,7 @@ def test_torch_compile_records_the_eager_gradients_and_compiles_once(
             model.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0)
             graphs.append(counters["stats"]["unique_graphs"])
         if jit is True:
+            assert graphs[0] > 0  # it did compile
             assert graphs[1] == graphs[0], graphs  # no new graph in epoch 2
     eager, compiled = taps["auto"], taps[True]
     assert compiled.recorded_count() == eager.recorded_count() == 12
@@ -274,9 +275,12 @@ def test_torch_gradient_check_flags_exactly_the_nonfinite_ones(
         torch.tensor([-float("inf"), 0.0]),
         torch.tensor([big, -big / 2]),  # large but finite; sum 1.5e38
         torch.zeros(()),
+        # float16 beyond its max (65504) when summed: reduced in float32
+        torch.tensor([60000.0, 60000.0], dtype=torch.float16),
+        torch.tensor([1.0, float("inf")], dtype=torch.float16),
     ]
     flags = _nonfinite_torch(grads, fused=fused)
-    want = [False, True, True, True, False, False]
+    want = [False, True, True, True, False, False, False, True]
     if fused:  # the L1 norm does not cancel: 4.5e38 overflows
         want[4] = True
     assert flags.tolist() == want
