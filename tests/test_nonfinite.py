@@ -219,6 +219,46 @@ def test_nonfinite_gradient_with_finite_loss_is_not_applied(jit,
     assert not hasattr(model.optimizer, "_kerasft_gradient_tap")
 
 
+def test_loss_scaling_that_skips_every_step_is_stopped():
+    """mixed_float16: a gradient that is NaN at every scale. Keras's loss
+    scaling skips each step and halves its scale, and the tap behind it
+    never sees the gradients; the guard stops when the scale falls below 1
+    (step 16 from 2**15), and no update ever landed."""
+    import keras
+
+    from kerasft.backend import seed_everything
+    from kerasft.errors import NonFiniteError
+    from kerasft.model.builder import dtype_policy
+    from kerasft.train.nonfinite_guard import NonFiniteGuard
+
+    with dtype_policy("mixed_float16"):
+        model = _tiny_model(keras, seed_everything)
+    start = [np.array(w) for w in model.get_weights()]
+    x = np.zeros((80, 4), "float32")  # dense_a's output is 0 at every step
+    y = np.array([0, 1] * 40)
+
+    def batch(phase, epoch, i):
+        return x[4 * i:4 * i + 4], y[4 * i:4 * i + 4]
+
+    with pytest.raises(NonFiniteError) as info:
+        model.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0,
+                  callbacks=[NonFiniteGuard(batch)])
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    fault = info.value.fault
+    assert (fault["step"], fault["loss_scale"]) == (16, 0.5)
+    assert fault["values"] == {} and fault["update_skipped"]
+    assert "loss scaling" in str(info.value) and "0.5" in str(info.value)
+    assert fault["layer"] == "dense_a/kernel"  # the recompute found it
+    for got, want in zip(model.get_weights(), start):
+        np.testing.assert_array_equal(got, want)
+    # the report's error box gives the scale
+    from kerasft.render.html import _error_box
+
+    box = _error_box({"state": "failed", "error": str(info.value),
+                      "fault": fault})
+    assert "loss scale (mixed_float16)</td><td>0.5<" in box
+
+
 def test_torch_compile_records_the_eager_gradients_and_compiles_once(
         backend_name):
     """`train.jit_compile: true` on torch: the gradient tap records the same

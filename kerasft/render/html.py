@@ -99,6 +99,9 @@ def _error_box(status: dict) -> str:
             items.append(("non-finite input entries", found["input"]))
         if fault.get("gradient_watch"):
             items.append(("first non-finite gradient", fault["gradient_watch"]))
+        if fault.get("loss_scale") is not None:
+            items.append(("loss scale (mixed_float16)",
+                          _fmt(fault["loss_scale"])))
         rows = "<table class='kv'>" + "".join(
             f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in items
         ) + "</table>"

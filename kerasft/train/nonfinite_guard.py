@@ -31,6 +31,14 @@ from kerasft.errors import NonFiniteError
 
 log = logging.getLogger(__name__)
 
+# Under `mixed_float16` Keras's `LossScaleOptimizer` skips a step whose
+# scaled gradients overflow and halves its scale (from 2**15), so the tap
+# behind it never sees them. Overflow now and then is what loss scaling is
+# for; a scale below 1 means the loss was scaled *down* and the gradients
+# still were not finite: some 16 skipped steps in a row with no recovery,
+# a model that trains nothing. The guard stops there.
+MIN_LOSS_SCALE = 1.0
+
 # (phase, epoch, batch index) -> (x, y): "train" or "validation" batch.
 BatchFn = Callable[[str, int, int], tuple]
 
@@ -154,6 +162,12 @@ def describe(fault: dict) -> str:
              f"{fault['learning_rate']:.4g}:"]
     if values:
         parts.append(f"{values};")
+    if fault.get("loss_scale") is not None:
+        parts.append(
+            "mixed_float16's loss scaling skipped the update of this step "
+            "and of the steps before it, until its scale fell to "
+            f"{fault['loss_scale']:g} (below {MIN_LOSS_SCALE:g}): the "
+            "gradients are non-finite even unscaled;")
     if fault.get("gradient_watch"):
         parts.append(
             f"non-finite gradient, first variable {fault['gradient_watch']}"
@@ -210,7 +224,10 @@ class NonFiniteGuard(keras.callbacks.Callback):
     `GradientTap` to the optimizer (or shares the one a `GradientRecorder`
     attached) and turns on its ``skip_nonfinite``: a step whose gradients
     are non-finite is not applied, so the weights stay those the step
-    started from and the batch can be recomputed for the diagnosis.
+    started from and the batch can be recomputed for the diagnosis. Under
+    `mixed_float16` it also stops once Keras's loss scale falls below
+    `MIN_LOSS_SCALE` (every step skipped; the tap, behind the loss
+    scaling, never sees those gradients).
 
     Args:
         batch_fn: ``(phase, epoch, index) -> (x, y)``: the batch the step
@@ -272,6 +289,20 @@ class NonFiniteGuard(keras.callbacks.Callback):
         if values or bad:
             self._fail("training", batch, values,
                        self.tap.names[index] if bad else None)
+        scale = self._loss_scale()
+        if scale is not None and scale < MIN_LOSS_SCALE:
+            self._fail("training", batch, values, None, loss_scale=scale)
+
+    def _loss_scale(self) -> float | None:
+        """The `LossScaleOptimizer`'s current scale (None: no loss
+        scaling); one scalar read, from the live state under JAX."""
+        from kerasft.backend.gradients import live_value
+
+        opt = self.model.optimizer
+        if not isinstance(opt, keras.optimizers.LossScaleOptimizer):
+            return None
+        value = live_value(self.model, opt.dynamic_scale)
+        return float(np.asarray(keras.ops.convert_to_numpy(value)))
 
     def on_test_batch_end(self, batch, logs=None):
         values = nonfinite_logs(logs)
@@ -290,7 +321,8 @@ class NonFiniteGuard(keras.callbacks.Callback):
             self.tap.detach()
             self.tap = None
 
-    def _fail(self, phase: str, batch, values: dict, gradient) -> None:
+    def _fail(self, phase: str, batch, values: dict, gradient,
+              loss_scale: float | None = None) -> None:
         from kerasft.backend.gradients import sync_state
         from kerasft.record.scalar_recorder import learning_rate_of
 
@@ -304,7 +336,9 @@ class NonFiniteGuard(keras.callbacks.Callback):
             "step": self._step,
             "values": values,
             "gradient_watch": gradient,
-            "update_skipped": bool(gradient),
+            # the tap skipped it, or (loss_scale) Keras's loss scaling did
+            "update_skipped": bool(gradient) or loss_scale is not None,
+            "loss_scale": loss_scale,
             # After a skipped update, `iterations` is still that step's.
             "learning_rate": learning_rate_of(self.model.optimizer),
         }
