@@ -264,8 +264,7 @@ def test_torch_compile_records_the_eager_gradients_and_compiles_once(
     """`train.jit_compile: true` on torch: the gradient tap records the same
     norms at the same steps as eager torch, and its step count does not
     make dynamo compile the update again at every step."""
-    if backend_name != "torch":
-        pytest.skip("torch.compile: torch only")
+    _jit_compile(True, backend_name)  # torch only
     import keras
     from torch._dynamo.utils import counters
 

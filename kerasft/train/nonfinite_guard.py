@@ -256,6 +256,7 @@ class NonFiniteGuard(keras.callbacks.Callback):
         self.seed = seed
         self.detach_at_end = detach_at_end
         self.tap = None
+        self._scale = None  # the LossScaleOptimizer's scale variable
         self._step = start_step
         self._epoch = 0
 
@@ -278,6 +279,9 @@ class NonFiniteGuard(keras.callbacks.Callback):
             self.model.make_train_function(force=True)
         tap.reset_watch()
         self.tap = tap
+        opt = self.model.optimizer
+        self._scale = (opt.dynamic_scale if isinstance(
+            opt, keras.optimizers.LossScaleOptimizer) else None)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
@@ -289,20 +293,13 @@ class NonFiniteGuard(keras.callbacks.Callback):
         if values or bad:
             self._fail("training", batch, values,
                        self.tap.names[index] if bad else None)
-        scale = self._loss_scale()
-        if scale is not None and scale < MIN_LOSS_SCALE:
-            self._fail("training", batch, values, None, loss_scale=scale)
+        if self._scale is not None:  # loss scaling: one scalar read
+            from kerasft.backend.gradients import live_value
 
-    def _loss_scale(self) -> float | None:
-        """The `LossScaleOptimizer`'s current scale (None: no loss
-        scaling); one scalar read, from the live state under JAX."""
-        from kerasft.backend.gradients import live_value
-
-        opt = self.model.optimizer
-        if not isinstance(opt, keras.optimizers.LossScaleOptimizer):
-            return None
-        value = live_value(self.model, opt.dynamic_scale)
-        return float(np.asarray(keras.ops.convert_to_numpy(value)))
+            scale = float(np.asarray(keras.ops.convert_to_numpy(
+                live_value(self.model, self._scale))))
+            if scale < MIN_LOSS_SCALE:
+                self._fail("training", batch, values, None, loss_scale=scale)
 
     def on_test_batch_end(self, batch, logs=None):
         values = nonfinite_logs(logs)
